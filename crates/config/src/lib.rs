@@ -1,0 +1,27 @@
+//! Configuration for postmark-relay: the TOML schema, its defaults, the
+//! `POSTMARK_RELAY_<SECTION>__<KEY>` environment overrides, validation into
+//! plain typed values, and redaction of secrets.
+//!
+//! Owns: reading files and environment variables. Must not know: SMTP,
+//! the queue, or anything that happens after the config is loaded.
+#![forbid(unsafe_code)]
+
+mod error;
+mod lenient;
+mod load;
+mod raw;
+mod redact;
+mod report;
+mod sources;
+mod types;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, Problem};
+pub use load::{load, Loaded, DEFAULT_CONFIG_PATH};
+pub use redact::to_redacted_toml;
+pub use sources::{CONFIG_ENV, ENV_PREFIX, TOKEN_ENV};
+pub use types::*;

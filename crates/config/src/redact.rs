@@ -1,0 +1,127 @@
+//! The effective configuration as TOML for `postmark-relay config`, with
+//! every token replaced by `***`. It loads back to the same configuration
+//! except for the tokens.
+
+use crate::raw::{
+    RawAdmin, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRouting, RawRule, RawServer,
+    RawUpstream,
+};
+use crate::units::{format_duration, format_size};
+use crate::{Config, LogFormat, Secret, TlsMode};
+
+/// Shown instead of a token that is set.
+const REDACTED: &str = "***";
+
+/// `config` as TOML in DESIGN.md's key names, durations and sizes in human
+/// form, tokens as `"***"` (or `""` when not set).
+pub fn to_redacted_toml(config: &Config) -> String {
+    let raw = to_raw(config);
+    match toml::to_string_pretty(&raw) {
+        Ok(text) => format!("# Effective configuration; tokens are redacted.\n\n{text}"),
+        // Unreachable for these plain structs, but never panic while printing.
+        Err(e) => format!("# the configuration could not be printed: {e}\n"),
+    }
+}
+
+fn to_raw(config: &Config) -> RawConfig {
+    let server = &config.server;
+    RawConfig {
+        server: RawServer {
+            listen: strings(&server.listen),
+            hostname: server.hostname.clone(),
+            allowed_networks: strings(&server.allowed_networks),
+            max_message_size: format_size(server.max_message_size),
+            max_recipients: count(server.max_recipients),
+            max_connections: count(server.max_connections),
+            command_timeout: format_duration(server.command_timeout),
+            accept_auth: server.accept_auth,
+        },
+        queue: RawQueue {
+            path: config.queue.path.display().to_string(),
+        },
+        postmark: RawPostmark {
+            server_token: redact(config.postmark.server_token.as_ref()),
+            // The token it held is shown (redacted) above.
+            server_token_file: String::new(),
+        },
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|(name, up)| {
+                let raw = RawUpstream {
+                    host: up.host.clone(),
+                    port: i64::from(up.port),
+                    tls: tls_name(up.tls).into(),
+                    ca_file: up
+                        .ca_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    connections: count(up.connections),
+                    server_token: redact(up.server_token.as_ref()),
+                };
+                (name.clone(), raw)
+            })
+            .collect(),
+        routing: RawRouting {
+            default: config.routing.default.clone(),
+            broadcast_streams: config.routing.broadcast_streams.clone(),
+            rules: config
+                .routing
+                .rules
+                .iter()
+                .map(|rule| RawRule {
+                    name: Some(rule.name.clone()),
+                    sender: rule.sender.clone(),
+                    from: rule.from.clone(),
+                    header: rule.header.clone(),
+                    value: rule.value.clone(),
+                    upstream: rule.upstream.clone(),
+                    stream: rule.stream.clone(),
+                })
+                .collect(),
+        },
+        retry: RawRetry {
+            initial_delay: format_duration(config.retry.initial_delay),
+            max_delay: format_duration(config.retry.max_delay),
+            multiplier: config.retry.multiplier,
+            give_up_after: format_duration(config.retry.give_up_after),
+        },
+        admin: RawAdmin {
+            listen: config
+                .admin
+                .listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        },
+        log: RawLog {
+            format: match config.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .into(),
+            level: config.log.level.clone(),
+        },
+    }
+}
+
+fn redact(token: Option<&Secret>) -> String {
+    token.map(|_| REDACTED.to_owned()).unwrap_or_default()
+}
+
+fn tls_name(tls: TlsMode) -> &'static str {
+    match tls {
+        TlsMode::StartTls => "starttls",
+        TlsMode::Implicit => "implicit",
+        TlsMode::None => "none",
+    }
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+/// Counts were validated from an `i64`, so they fit back.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,137 @@
+//! Where values come from: the environment providers, and naming the source
+//! of any key (file path, environment variable, or `default`) for errors.
+
+use std::ffi::OsString;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Error, Figment, Metadata, Profile, Provider};
+
+/// Prefix of every per-key environment override.
+pub const ENV_PREFIX: &str = "POSTMARK_RELAY_";
+/// Names the config file when `-c` is not given.
+pub const CONFIG_ENV: &str = "POSTMARK_RELAY_CONFIG";
+/// The conventional token variable (Docker/Kubernetes secrets).
+pub const TOKEN_ENV: &str = "POSTMARK_SERVER_TOKEN";
+
+/// Separates nesting levels in variable names: `SERVER__LISTEN`.
+const SPLIT: &str = "__";
+/// Metadata name shared by both environment providers.
+const ENV_SOURCE: &str = "environment variable";
+
+/// Every `POSTMARK_RELAY_<SECTION>__<KEY>` variable except tokens (read as
+/// exact strings by [`EnvTokens`]) and `POSTMARK_RELAY_CONFIG` (not a key).
+pub(crate) struct EnvKeys;
+
+impl Provider for EnvKeys {
+    fn metadata(&self) -> Metadata {
+        env_metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, Error> {
+        figment::providers::Env::prefixed(ENV_PREFIX)
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                key != "config" && !is_token_key(&key)
+            })
+            .split(SPLIT)
+            .data()
+    }
+}
+
+/// Token variables (`POSTMARK_RELAY_POSTMARK__SERVER_TOKEN`,
+/// `POSTMARK_RELAY_UPSTREAMS__<NAME>__SERVER_TOKEN`) as plain strings:
+/// figment's `Env` would turn `0123` into the number 123.
+pub(crate) struct EnvTokens;
+
+impl Provider for EnvTokens {
+    fn metadata(&self) -> Metadata {
+        env_metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, Error> {
+        let mut dict = Dict::new();
+        for (name, value) in std::env::vars_os().filter_map(utf8) {
+            let Some(rest) = strip_prefix_ignore_case(&name, ENV_PREFIX) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase();
+            if is_token_key(&key) {
+                let path: Vec<&str> = key.split(SPLIT).collect();
+                insert(&mut dict, &path, Value::from(value));
+            }
+        }
+        Ok(Map::from([(Profile::Default, dict)]))
+    }
+}
+
+/// Reads one variable as a string; unset, empty or non-UTF-8 is `None`.
+pub(crate) fn env_string(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Names where `key` (`server.listen[1]`, `upstreams.x.host`) got its value:
+/// the file path, the environment variable, or `default`. A key with no
+/// value of its own is attributed to the nearest table that has one.
+pub(crate) fn describe(figment: &Figment, key: &str) -> String {
+    let plain = key.split('[').next().unwrap_or(key);
+    let mut path: Vec<&str> = plain.split('.').filter(|s| !s.is_empty()).collect();
+    while !path.is_empty() {
+        if let Some(metadata) = figment.find_metadata(&path.join(".")) {
+            return name(metadata, &path);
+        }
+        path.pop();
+    }
+    "default".into()
+}
+
+fn name(metadata: &Metadata, path: &[&str]) -> String {
+    if let Some(file) = metadata.source.as_ref().and_then(|s| s.file_path()) {
+        return file.display().to_string();
+    }
+    if metadata.name == ENV_SOURCE {
+        return metadata.interpolate(&Profile::Default, path);
+    }
+    "default".into()
+}
+
+fn env_metadata() -> Metadata {
+    Metadata::named(ENV_SOURCE).interpolater(|_: &Profile, keys: &[&str]| {
+        let upper: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+        format!("{ENV_PREFIX}{}", upper.join(SPLIT))
+    })
+}
+
+fn is_token_key(lowercase_key: &str) -> bool {
+    lowercase_key == "postmark__server_token"
+        || (lowercase_key.starts_with("upstreams__") && lowercase_key.ends_with("__server_token"))
+}
+
+fn utf8((name, value): (OsString, OsString)) -> Option<(String, String)> {
+    Some((name.into_string().ok()?, value.into_string().ok()?))
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// Puts `value` at `path` inside `dict`, creating tables on the way.
+fn insert(dict: &mut Dict, path: &[&str], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dict.insert((*first).to_owned(), value);
+        return;
+    }
+    let entry = dict
+        .entry((*first).to_owned())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert(inner, rest, value);
+    }
+}

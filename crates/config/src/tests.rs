@@ -1,0 +1,560 @@
+//! Tests of loading as a whole: defaults, file and environment layering,
+//! tokens, error reporting and redaction. Every test that reads the
+//! environment runs inside `figment::Jail`, which serialises them and
+//! restores the environment afterwards.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Jail;
+
+use crate::load::load_file;
+use crate::*;
+
+const TOKEN: &str = "a1b2c3d4-secret-token";
+
+/// A jail with an empty environment, so the ambient one cannot leak in.
+#[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's type
+fn jail(f: impl FnOnce(&mut Jail)) {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        f(jail);
+        Ok(())
+    });
+}
+
+/// Writes a file in the jail's directory.
+fn file(jail: &Jail, name: &str, contents: &str) {
+    jail.create_file(name, contents).expect("write test file");
+}
+
+fn load_ok(jail: &Jail, file: Option<&str>) -> Config {
+    let path = file.map(|f| jail.directory().join(f));
+    match load_file(path.as_deref()) {
+        Ok(config) => config,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn load_err(jail: &Jail, file: Option<&str>) -> ConfigError {
+    let path = file.map(|f| jail.directory().join(f));
+    match load_file(path.as_deref()) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e,
+    }
+}
+
+fn problem<'a>(err: &'a ConfigError, key: &str) -> &'a Problem {
+    err.problems()
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem for {key} in:\n{err}"))
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn upstream(host: &str, connections: usize) -> Upstream {
+    Upstream {
+        host: host.into(),
+        port: 587,
+        tls: TlsMode::StartTls,
+        ca_file: None,
+        connections,
+        server_token: None,
+    }
+}
+
+#[test]
+fn defaults_equal_design() {
+    jail(|jail| {
+        let expected = Config {
+            server: Server {
+                listen: vec![addr("127.0.0.1:25"), addr("[::1]:25")],
+                hostname: "localhost".into(),
+                allowed_networks: vec![
+                    "127.0.0.0/8".parse().expect("net"),
+                    "::1/128".parse().expect("net"),
+                ],
+                max_message_size: 10_000_000,
+                max_recipients: 1000,
+                max_connections: 1024,
+                command_timeout: Duration::from_secs(300),
+                accept_auth: false,
+            },
+            queue: Queue {
+                path: PathBuf::from("/var/spool/postmark-relay"),
+            },
+            postmark: Postmark { server_token: None },
+            upstreams: BTreeMap::from([
+                ("transactional".into(), upstream("smtp.postmarkapp.com", 4)),
+                (
+                    "broadcast".into(),
+                    upstream("smtp-broadcasts.postmarkapp.com", 2),
+                ),
+            ]),
+            routing: Routing {
+                default: "transactional".into(),
+                broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+                rules: vec![],
+            },
+            retry: Retry {
+                initial_delay: Duration::from_secs(5),
+                max_delay: Duration::from_secs(15 * 60),
+                multiplier: 2.0,
+                give_up_after: Duration::from_secs(72 * 3600),
+            },
+            admin: Admin {
+                listen: Some(addr("127.0.0.1:9925")),
+            },
+            log: Log {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
+        };
+        assert_eq!(load_ok(jail, None), expected);
+    });
+}
+
+#[test]
+fn file_overrides_merge_per_key() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            r#"
+            [server]
+            listen = ["0.0.0.0:2525"]
+            allowed_networks = ["10.0.0.0/8", "192.168.1.7"]
+            max_message_size = 1048576
+            accept_auth = true
+
+            [upstreams.transactional]
+            port = 2525
+
+            [upstreams.local]
+            host = "127.0.0.1"
+            tls = "none"
+
+            [[routing.rules]]
+            sender = "*@news.example.com"
+            upstream = "broadcast"
+            stream = "newsletter"
+
+            [admin]
+            listen = ""
+
+            [log]
+            format = "json"
+            "#,
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(config.server.listen, vec![addr("0.0.0.0:2525")]);
+        assert_eq!(
+            config.server.allowed_networks[1].to_string(),
+            "192.168.1.7/32"
+        );
+        assert_eq!(config.server.max_message_size, 1_048_576);
+        assert!(config.server.accept_auth);
+        assert_eq!(
+            config.server.hostname, "localhost",
+            "untouched keys keep defaults"
+        );
+        let tx = &config.upstreams["transactional"];
+        assert_eq!(
+            (tx.host.as_str(), tx.port, tx.connections),
+            ("smtp.postmarkapp.com", 2525, 4)
+        );
+        assert_eq!(
+            config.upstreams["broadcast"],
+            upstream("smtp-broadcasts.postmarkapp.com", 2)
+        );
+        let local = &config.upstreams["local"];
+        assert_eq!(
+            (local.port, local.tls, local.connections),
+            (587, TlsMode::None, 4)
+        );
+        let rule = &config.routing.rules[0];
+        assert_eq!(
+            rule.name, "rules[0]",
+            "unnamed rules get their position as name"
+        );
+        assert_eq!(rule.stream.as_deref(), Some("newsletter"));
+        assert_eq!(config.admin.listen, None);
+        assert_eq!(config.log.format, LogFormat::Json);
+    });
+}
+
+#[test]
+fn env_overrides_file_and_accepts_single_values_and_arrays() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[queue]\npath = \"/from/file\"\n[server]\nhostname = \"file.example\"\n",
+        );
+        jail.set_env("POSTMARK_RELAY_QUEUE__PATH", "/from/env");
+        jail.set_env("POSTMARK_RELAY_SERVER__LISTEN", "127.0.0.1:2525");
+        jail.set_env(
+            "POSTMARK_RELAY_SERVER__ALLOWED_NETWORKS",
+            r#"["10.0.0.0/8","::1"]"#,
+        );
+        jail.set_env("POSTMARK_RELAY_SERVER__MAX_MESSAGE_SIZE", "5MiB");
+        jail.set_env("POSTMARK_RELAY_SERVER__MAX_RECIPIENTS", "50");
+        jail.set_env("POSTMARK_RELAY_ROUTING__BROADCAST_STREAMS", "newsletter");
+        jail.set_env("POSTMARK_RELAY_UPSTREAMS__BROADCAST__PORT", "2525");
+        jail.set_env("POSTMARK_RELAY_RETRY__MULTIPLIER", "1");
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(config.queue.path, PathBuf::from("/from/env"));
+        assert_eq!(config.server.hostname, "file.example");
+        assert_eq!(config.server.listen, vec![addr("127.0.0.1:2525")]);
+        let nets: Vec<String> = config
+            .server
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(config.server.max_message_size, 5 * 1024 * 1024);
+        assert_eq!(config.server.max_recipients, 50);
+        assert_eq!(config.routing.broadcast_streams, ["newsletter"]);
+        assert_eq!(config.upstreams["broadcast"].port, 2525);
+        assert_eq!(
+            config.upstreams["broadcast"].host,
+            "smtp-broadcasts.postmarkapp.com"
+        );
+        assert_eq!(config.retry.multiplier, 1.0);
+    });
+}
+
+#[test]
+fn env_list_in_array_form_with_ipv6() {
+    jail(|jail| {
+        jail.set_env(
+            "POSTMARK_RELAY_SERVER__LISTEN",
+            r#"["127.0.0.1:2525","[::1]:2525"]"#,
+        );
+        let config = load_ok(jail, None);
+        assert_eq!(
+            config.server.listen,
+            vec![addr("127.0.0.1:2525"), addr("[::1]:2525")]
+        );
+        jail.set_env("POSTMARK_RELAY_SERVER__LISTEN", "[::1]:2525");
+        let config = load_ok(jail, None);
+        assert_eq!(config.server.listen, vec![addr("[::1]:2525")]);
+    });
+}
+
+#[test]
+fn numeric_looking_tokens_stay_exact() {
+    jail(|jail| {
+        jail.set_env("POSTMARK_RELAY_POSTMARK__SERVER_TOKEN", "0123");
+        jail.set_env("POSTMARK_RELAY_UPSTREAMS__BROADCAST__SERVER_TOKEN", "1e5");
+        jail.set_env(
+            "POSTMARK_RELAY_UPSTREAMS__TRANSACTIONAL__SERVER_TOKEN",
+            "00.50",
+        );
+        let config = load_ok(jail, None);
+        let expose = |s: Option<&Secret>| s.map(|s| s.expose().to_owned());
+        assert_eq!(
+            expose(config.postmark.server_token.as_ref()),
+            Some("0123".into())
+        );
+        assert_eq!(
+            expose(config.upstreams["broadcast"].server_token.as_ref()),
+            Some("1e5".into())
+        );
+        assert_eq!(
+            expose(config.upstreams["transactional"].server_token.as_ref()),
+            Some("00.50".into())
+        );
+
+        jail.set_env("POSTMARK_RELAY_POSTMARK__SERVER_TOKEN", "");
+        jail.set_env("POSTMARK_SERVER_TOKEN", "007");
+        let config = load_ok(jail, None);
+        assert_eq!(
+            expose(config.postmark.server_token.as_ref()),
+            Some("007".into())
+        );
+    });
+}
+
+#[test]
+fn token_precedence_config_then_env_then_file() {
+    jail(|jail| {
+        file(jail, "token", "  from-file\n");
+        file(
+            jail,
+            "relay.toml",
+            "[postmark]\nserver_token_file = \"token\"\n",
+        );
+        let token = |config: &Config| {
+            config
+                .postmark
+                .server_token
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+        };
+        assert_eq!(
+            token(&load_ok(jail, Some("relay.toml"))),
+            Some("from-file".into())
+        );
+
+        jail.set_env("POSTMARK_SERVER_TOKEN", "from-env");
+        assert_eq!(
+            token(&load_ok(jail, Some("relay.toml"))),
+            Some("from-env".into())
+        );
+
+        jail.set_env("POSTMARK_RELAY_POSTMARK__SERVER_TOKEN", "from-config");
+        assert_eq!(
+            token(&load_ok(jail, Some("relay.toml"))),
+            Some("from-config".into())
+        );
+    });
+}
+
+#[test]
+fn unreadable_token_file_names_key_and_source() {
+    jail(|jail| {
+        jail.set_env(
+            "POSTMARK_RELAY_POSTMARK__SERVER_TOKEN_FILE",
+            "/nonexistent/token",
+        );
+        let err = load_err(jail, None);
+        let p = problem(&err, "postmark.server_token_file");
+        assert_eq!(p.source, "POSTMARK_RELAY_POSTMARK__SERVER_TOKEN_FILE");
+        assert!(p.message.contains("/nonexistent/token"), "{p}");
+    });
+}
+
+#[test]
+fn errors_name_key_and_source() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[server]\nlisten = [\"127.0.0.1:25\", \"nowhere\"]\n[retry]\nmax_delay = \"1s\"\n",
+        );
+        jail.set_env("POSTMARK_RELAY_UPSTREAMS__BROADCAST__TLS", "none");
+        let err = load_err(jail, Some("relay.toml"));
+        let listen = problem(&err, "server.listen[1]");
+        assert!(listen.source.ends_with("relay.toml"), "{listen}");
+        assert!(listen.message.contains("nowhere"), "{listen}");
+        let tls = problem(&err, "upstreams.broadcast.tls");
+        assert_eq!(tls.source, "POSTMARK_RELAY_UPSTREAMS__BROADCAST__TLS");
+        assert!(tls.message.contains("loopback"), "{tls}");
+        let delay = problem(&err, "retry.initial_delay");
+        assert_eq!(delay.source, "default");
+        assert_eq!(err.problems().len(), 3, "{err}");
+    });
+}
+
+#[test]
+fn every_problem_is_reported_one_per_line() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            r#"
+            [server]
+            listen = "localhost:25"
+            allowed_networks = ["10.0.0.0/33"]
+            max_message_size = "lots"
+            command_timeout = "5"
+            max_connections = 0
+
+            [upstreams.transactional]
+            port = 0
+            tls = "ssl"
+            connections = 0
+            ca_file = "/nonexistent/ca.pem"
+
+            [upstreams.custom]
+            port = 25
+
+            [routing]
+            default = "nowhere"
+
+            [[routing.rules]]
+            name = "no conditions"
+            upstream = "broadcast"
+
+            [[routing.rules]]
+            sender = "[unclosed"
+            value = "x"
+            upstream = "missing"
+
+            [retry]
+            multiplier = 0.5
+
+            [admin]
+            listen = "9925"
+
+            [log]
+            format = "xml"
+            "#,
+        );
+        let err = load_err(jail, Some("relay.toml"));
+        let keys = [
+            "server.listen[0]",
+            "server.allowed_networks[0]",
+            "server.max_message_size",
+            "server.command_timeout",
+            "server.max_connections",
+            "upstreams.transactional.port",
+            "upstreams.transactional.tls",
+            "upstreams.transactional.connections",
+            "upstreams.transactional.ca_file",
+            "upstreams.custom.host",
+            "routing.default",
+            "routing.rules[0]",
+            "routing.rules[1].sender",
+            "routing.rules[1].value",
+            "routing.rules[1].upstream",
+            "retry.multiplier",
+            "admin.listen",
+            "log.format",
+        ];
+        for key in keys {
+            assert!(problem(&err, key).source.ends_with("relay.toml"), "{key}");
+        }
+        assert_eq!(err.problems().len(), keys.len(), "{err}");
+        assert_eq!(err.to_string().lines().count(), keys.len());
+    });
+}
+
+#[test]
+fn unknown_keys_are_errors_from_file_and_env() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[server]\nlisten_on = \"x\"\n[srever]\nhostname = \"a\"\n",
+        );
+        jail.set_env("POSTMARK_RELAY_LOG__LEVLE", "debug");
+        let err = load_err(jail, Some("relay.toml"));
+        assert!(problem(&err, "server.listen_on")
+            .source
+            .ends_with("relay.toml"));
+        assert!(problem(&err, "srever").source.ends_with("relay.toml"));
+        assert_eq!(
+            problem(&err, "log.levle").source,
+            "POSTMARK_RELAY_LOG__LEVLE"
+        );
+    });
+}
+
+#[test]
+fn toml_syntax_error_names_the_file() {
+    jail(|jail| {
+        file(jail, "broken.toml", "[server\nlisten = 1");
+        let err = load_err(jail, Some("broken.toml"));
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert!(err.to_string().contains("broken.toml"), "{err}");
+    });
+}
+
+#[test]
+fn named_config_file_must_exist() {
+    jail(|jail| {
+        let err = load(Some(Path::new("missing.toml"))).expect_err("missing file");
+        assert!(err.to_string().contains("missing.toml"), "{err}");
+
+        jail.set_env(CONFIG_ENV, "also-missing.toml");
+        let err = load(None).expect_err("missing file");
+        assert!(err.to_string().contains("also-missing.toml"), "{err}");
+        assert!(err.to_string().contains(CONFIG_ENV), "{err}");
+
+        file(jail, "present.toml", "[log]\nlevel = \"debug\"\n");
+        jail.set_env(CONFIG_ENV, "present.toml");
+        let loaded = load(None).expect("file named by env");
+        assert_eq!(loaded.file, Some(PathBuf::from("present.toml")));
+        assert_eq!(loaded.config.log.level, "debug");
+    });
+}
+
+#[test]
+fn secrets_never_print() {
+    jail(|jail| {
+        jail.set_env("POSTMARK_SERVER_TOKEN", TOKEN);
+        jail.set_env(
+            "POSTMARK_RELAY_UPSTREAMS__BROADCAST__SERVER_TOKEN",
+            "other-secret",
+        );
+        let config = load_ok(jail, None);
+        let secret = config.postmark.server_token.clone().expect("token");
+        assert_eq!(secret.expose(), TOKEN);
+        assert_eq!(format!("{secret:?}"), "***");
+        assert_eq!(format!("{secret}"), "***");
+        let debug = format!("{config:?} {config:#?}");
+        assert!(!debug.contains(TOKEN) && !debug.contains("other-secret"));
+    });
+}
+
+#[test]
+fn redacted_toml_hides_tokens_and_round_trips() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            r#"
+            [server]
+            listen = ["127.0.0.1:2525", "[::1]:2525"]
+            max_message_size = "10MiB"
+            command_timeout = "90s"
+            [upstreams.transactional]
+            server_token = "per-upstream-secret"
+            [upstreams.local]
+            host = "localhost"
+            port = 2525
+            tls = "none"
+            [[routing.rules]]
+            name = "lists"
+            header = "List-Unsubscribe"
+            value = "*unsub*"
+            upstream = "broadcast"
+            stream = "newsletter"
+            [retry]
+            give_up_after = "1h 30m"
+            [admin]
+            listen = ""
+            "#,
+        );
+        jail.set_env("POSTMARK_SERVER_TOKEN", TOKEN);
+        let config = load_ok(jail, Some("relay.toml"));
+        let text = to_redacted_toml(&config);
+        assert!(
+            !text.contains(TOKEN) && !text.contains("per-upstream-secret"),
+            "{text}"
+        );
+        assert!(text.contains("server_token = \"***\""), "{text}");
+        assert!(text.contains("max_message_size = \"10MiB\""), "{text}");
+        assert!(text.contains("give_up_after = \"90m\""), "{text}");
+
+        jail.clear_env();
+        file(jail, "printed.toml", &text);
+        let reloaded = load_ok(jail, Some("printed.toml"));
+        let mut expected = config.clone();
+        expected.postmark.server_token = Some(Secret::new("***"));
+        if let Some(up) = expected.upstreams.get_mut("transactional") {
+            up.server_token = Some(Secret::new("***"));
+        }
+        assert_eq!(reloaded, expected);
+    });
+}
+
+#[test]
+fn redacted_defaults_show_empty_tokens_and_round_trip() {
+    jail(|jail| {
+        let config = load_ok(jail, None);
+        let text = to_redacted_toml(&config);
+        assert!(!text.contains("***"), "{text}");
+        assert!(text.contains("server_token = \"\""), "{text}");
+        file(jail, "printed.toml", &text);
+        assert_eq!(load_ok(jail, Some("printed.toml")), config);
+    });
+}

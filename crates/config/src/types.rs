@@ -1,0 +1,185 @@
+//! The validated, typed configuration every stage reads.
+//!
+//! These are plain runtime values (`Duration`, `SocketAddr`, byte counts):
+//! parsing, defaults and validation happen in [`crate::load`], so nothing
+//! downstream ever re-checks a key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole validated configuration of one relay process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: Server,
+    pub queue: Queue,
+    pub postmark: Postmark,
+    /// Upstreams by name; always contains `transactional` and `broadcast`.
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub routing: Routing,
+    pub retry: Retry,
+    pub admin: Admin,
+    pub log: Log,
+}
+
+/// `[server]`: the inbound SMTP listener and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// Every address to listen on; unbindable ones are skipped at start.
+    pub listen: Vec<SocketAddr>,
+    /// Name in the banner, EHLO reply and `Received:` header.
+    pub hostname: String,
+    /// Clients outside these networks get `554` at connect.
+    pub allowed_networks: Vec<IpNet>,
+    /// Bytes, as received (after dot-unstuffing, before added headers).
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub command_timeout: Duration,
+    /// Advertise AUTH PLAIN LOGIN and accept any credentials.
+    pub accept_auth: bool,
+}
+
+/// `[queue]`: where the durable store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Folder holding the SQLite store (created if missing).
+    pub path: PathBuf,
+}
+
+/// `[postmark]`: account-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Postmark {
+    /// The Server API Token, from `server_token`, `POSTMARK_SERVER_TOKEN` or
+    /// `server_token_file`; `None` means delivery is held.
+    pub server_token: Option<Secret>,
+}
+
+/// `[upstreams.<name>]`: one Postmark SMTP endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Extra PEM roots trusted on top of the built-in webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// How many pooled, reused connections to keep open at most.
+    pub connections: usize,
+    /// Overrides `postmark.server_token` for this upstream.
+    pub server_token: Option<Secret>,
+}
+
+impl Upstream {
+    /// The token this upstream authenticates with, if any.
+    pub fn token<'a>(&'a self, postmark: &'a Postmark) -> Option<&'a Secret> {
+        self.server_token
+            .as_ref()
+            .or(postmark.server_token.as_ref())
+    }
+}
+
+/// How the upstream connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain connect, then mandatory STARTTLS (no plaintext fallback).
+    StartTls,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+    /// No TLS at all; only allowed to a loopback host.
+    None,
+}
+
+/// `[routing]`: how a message picks its upstream and stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    /// Upstream name used when no header or rule decides.
+    pub default: String,
+    /// `X-PM-Message-Stream` values that go to the `broadcast` upstream.
+    pub broadcast_streams: Vec<String>,
+    /// Checked in order; the first rule whose conditions all hold wins.
+    pub rules: Vec<Rule>,
+}
+
+/// One `[[routing.rules]]` entry. Globs are case-insensitive and already
+/// checked to compile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    /// Glob on the envelope sender (MAIL FROM).
+    pub sender: Option<String>,
+    /// Glob on the `From:` header address.
+    pub from: Option<String>,
+    /// Header name that must be present.
+    pub header: Option<String>,
+    /// Glob the `header`'s value must match (requires `header`).
+    pub value: Option<String>,
+    /// Upstream name; validated to exist.
+    pub upstream: String,
+    /// Sets `X-PM-Message-Stream` when given.
+    pub stream: Option<String>,
+}
+
+/// `[retry]`: the long retry schedule the queue owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub multiplier: f64,
+    /// After this long since receipt a message is marked failed.
+    pub give_up_after: Duration,
+}
+
+/// `[admin]`: the HTTP admin endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// `None` when `listen = ""` disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret (the Server API Token) that never prints: `Debug` and
+/// `Display` show `***`, so it cannot leak through logs or `config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The real value, for the one place that must send it (SMTP AUTH).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}

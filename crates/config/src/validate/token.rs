@@ -1,0 +1,44 @@
+//! `[postmark]`: where the Server API Token comes from.
+
+use std::path::Path;
+
+use crate::raw::RawPostmark;
+use crate::report::Problems;
+use crate::{Postmark, Secret};
+
+/// `server_token`, else `POSTMARK_SERVER_TOKEN`, else the contents of
+/// `server_token_file`; each trimmed, and empty counts as not set.
+pub(super) fn postmark(
+    raw: &RawPostmark,
+    env_token: Option<&str>,
+    p: &mut Problems,
+) -> Option<Postmark> {
+    let from_file = match raw.server_token_file.trim() {
+        "" => None,
+        path => Some(read_token_file(Path::new(path), p)?),
+    };
+    let server_token = secret(&raw.server_token)
+        .or_else(|| env_token.and_then(secret))
+        .or(from_file.flatten());
+    Some(Postmark { server_token })
+}
+
+/// A token as configured; blank means none.
+pub(super) fn secret(text: &str) -> Option<Secret> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| Secret::new(text))
+}
+
+/// `Some(None)` for an empty file, `None` (with a problem) if unreadable.
+fn read_token_file(path: &Path, p: &mut Problems) -> Option<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(secret(&text)),
+        Err(e) => {
+            p.add(
+                "postmark.server_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            );
+            None
+        }
+    }
+}

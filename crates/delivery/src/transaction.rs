@@ -1,0 +1,191 @@
+//! Relaying one message over an open session: the envelope exactly as
+//! received, recipients in batches of at most 50 (Postmark's limit), one
+//! outcome per recipient.
+//!
+//! With PIPELINING, MAIL, every RCPT and DATA go out in one write, so a
+//! message costs two round trips (the command group, then the body).
+
+use relay_queue::{Outcome, PendingRecipient};
+use smtp_proto::Response;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::connection::Session;
+use crate::outcome::{from_reply, reply_text};
+
+/// Postmark accepts at most this many recipients per message.
+pub const MAX_RCPT_PER_TRANSACTION: usize = 50;
+
+/// What one message's attempt produced.
+#[derive(Debug, Default)]
+pub struct Attempted {
+    /// Every recipient that got an answer this time.
+    pub outcomes: Vec<(i64, Outcome)>,
+    /// The upstream's final reply to the last DATA, for the log.
+    pub reply: Option<String>,
+    /// Set when the connection broke: recipients without an outcome are
+    /// deferred with this reason, and the connection must be replaced.
+    pub broken: Option<String>,
+    /// Whether the upstream answered anything before it broke (if not, a
+    /// reused connection was merely stale and the message can go again).
+    pub answered: bool,
+}
+
+/// Sends `body` (CRLF, not dot-stuffed) from `sender` to `recipients`.
+pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session<T>,
+    sender: &str,
+    recipients: &[PendingRecipient],
+    body: &[u8],
+) -> Attempted {
+    let mut attempted = Attempted::default();
+    let stuffed = dot_stuff(body);
+    for batch in recipients.chunks(MAX_RCPT_PER_TRANSACTION) {
+        if let Err(e) = relay_batch(session, sender, batch, &stuffed, &mut attempted).await {
+            attempted.broken = Some(e.to_string());
+            break;
+        }
+    }
+    attempted
+}
+
+async fn relay_batch<T: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session<T>,
+    sender: &str,
+    batch: &[PendingRecipient],
+    stuffed: &[u8],
+    attempted: &mut Attempted,
+) -> Result<(), mail_send::Error> {
+    let mut commands = Vec::with_capacity(batch.len() + 2);
+    commands.push(format!("MAIL FROM:<{sender}>\r\n"));
+    commands.extend(batch.iter().map(|r| format!("RCPT TO:<{}>\r\n", r.address)));
+    commands.push("DATA\r\n".to_string());
+
+    let client = &mut session.client;
+    let replies = if session.pipelining {
+        let replies = client.cmds(&commands).await?;
+        attempted.answered = true;
+        replies
+    } else {
+        // One command at a time, stopping where the transaction cannot go on.
+        let mut replies = Vec::with_capacity(commands.len());
+        for (i, command) in commands.iter().enumerate() {
+            let reply = client.cmd(command).await?;
+            attempted.answered = true;
+            let positive = reply.code / 100 == 2;
+            replies.push(reply);
+            let is_mail = i == 0;
+            let is_last_rcpt = i == commands.len() - 2;
+            let any_accepted = replies[1..].iter().any(|r| r.code / 100 == 2);
+            if (is_mail && !positive) || (is_last_rcpt && !any_accepted) {
+                break;
+            }
+        }
+        replies
+    };
+
+    let mail = &replies[0];
+    if mail.code / 100 != 2 {
+        let outcome = from_reply(mail);
+        attempted
+            .outcomes
+            .extend(batch.iter().map(|r| (r.idx, outcome.clone())));
+        return end_aborted(session, replies.last()).await;
+    }
+    let mut accepted = Vec::new();
+    for (rcpt, reply) in batch.iter().zip(replies.iter().skip(1)) {
+        if reply.code / 100 == 2 {
+            accepted.push(rcpt.idx);
+        } else {
+            attempted.outcomes.push((rcpt.idx, from_reply(reply)));
+        }
+    }
+    let data_reply = replies.get(batch.len() + 1);
+    match data_reply {
+        Some(r) if r.code == 354 && !accepted.is_empty() => {}
+        other => {
+            if let Some(r) = other {
+                let outcome = from_reply(r);
+                attempted
+                    .outcomes
+                    .extend(accepted.iter().map(|&idx| (idx, outcome.clone())));
+            }
+            return end_aborted(session, other).await;
+        }
+    }
+
+    let client = &mut session.client;
+    let final_reply = tokio::time::timeout(client.timeout, async {
+        client.stream.write_all(stuffed).await?;
+        client.stream.flush().await?;
+        client.read().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??;
+    let outcome = match from_reply(&final_reply) {
+        // A 354-style intermediate reply here is a protocol error: retry.
+        Outcome::Delivered(_) if final_reply.code / 100 != 2 => {
+            Outcome::Deferred(reply_text(&final_reply))
+        }
+        outcome => outcome,
+    };
+    attempted.reply = Some(reply_text(&final_reply));
+    attempted
+        .outcomes
+        .extend(accepted.iter().map(|&idx| (idx, outcome.clone())));
+    Ok(())
+}
+
+/// Leaves an aborted transaction so the connection can be reused: RSET,
+/// unless the upstream already said 354 (it now expects a body, and the
+/// only safe way out is to drop the connection).
+async fn end_aborted<T: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session<T>,
+    last: Option<&Response<String>>,
+) -> Result<(), mail_send::Error> {
+    if last.is_some_and(|r| r.code == 354) {
+        return Err(mail_send::Error::UnexpectedReply(Response {
+            code: 354,
+            esc: [0, 0, 0],
+            message: "DATA accepted with no recipient; dropping the connection".into(),
+        }));
+    }
+    session.client.rset().await
+}
+
+/// Dot-stuffs a CRLF message and appends the end-of-data line, so the body
+/// and its end go out in one write.
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 5);
+    let mut line_start = true;
+    for &b in body {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuff;
+
+    #[test]
+    fn stuffs_every_line_that_starts_with_a_dot() {
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n.\r\n"),
+            b"..a\r\nb\r\n...c\r\n..\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn terminates_a_body_without_a_final_line_ending() {
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+}

@@ -1,0 +1,277 @@
+//! A delivery worker: owns at most one upstream connection, claims due
+//! messages for its upstream, relays them, and records the outcome.
+//!
+//! An upstream gets `connections` workers, so at most that many
+//! connections (and logins) exist however much mail is queued; an idle
+//! worker keeps its connection for reuse until it has been idle too long.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use relay_queue::{Claimed, Finished, Outcome, Queue};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{connect, ConnectError, Connection};
+use crate::pause::Pause;
+use crate::transaction::{relay, Attempted};
+use crate::Upstream;
+
+/// How long a claimed message stays ours: longer than any attempt can take.
+const LEASE: Duration = Duration::from_secs(600);
+/// Longest sleep while idle; bounds how late a retry made by another
+/// process (`queue retry`) is noticed.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// An idle connection is closed after this long.
+const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// Wait before reconnecting after an upstream could not be reached.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_LONGEST: Duration = Duration::from_secs(30);
+
+pub(crate) struct Worker<Q> {
+    pub upstream: Arc<Upstream>,
+    pub queue: Q,
+    pub pause: Arc<Pause>,
+    pub shutdown: CancellationToken,
+    pub id: usize,
+}
+
+impl<Q: Queue> Worker<Q> {
+    pub async fn run(self) {
+        let mut connection: Option<(Connection, Instant)> = None;
+        let mut reconnect_wait = RECONNECT_FIRST;
+        let arrivals = self.queue.arrivals();
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if let Some(until) = self.pause.until() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let notified = arrivals.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claimed = match self.queue.claim(&self.upstream.name, 1, LEASE).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(upstream = %self.upstream.name, error = %e, "Cannot read the queue.");
+                    Vec::new()
+                }
+            };
+            let Some(message) = claimed.into_iter().next() else {
+                if connection
+                    .as_ref()
+                    .is_some_and(|(_, used)| used.elapsed() > IDLE_CLOSE)
+                {
+                    connection = None;
+                }
+                let wait = self.idle_wait().await;
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
+            };
+            match self.deliver(message, &mut connection).await {
+                Ok(()) => reconnect_wait = RECONNECT_FIRST,
+                Err(()) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(reconnect_wait) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                    reconnect_wait = (reconnect_wait * 2).min(RECONNECT_LONGEST);
+                }
+            }
+        }
+        if let Some((Connection::Tls(s), _)) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
+        } else if let Some((Connection::Plain(s), _)) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
+        }
+    }
+
+    /// Until the next message is due, at most [`IDLE_POLL`].
+    async fn idle_wait(&self) -> Duration {
+        match self.queue.next_due(&self.upstream.name).await {
+            Ok(Some(due)) => due
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_millis(10))
+                .min(IDLE_POLL),
+            _ => IDLE_POLL,
+        }
+    }
+
+    /// Delivers one claimed message. `Err` means the upstream could not be
+    /// reached, and the worker should wait before trying again.
+    async fn deliver(
+        &self,
+        message: Claimed,
+        connection: &mut Option<(Connection, Instant)>,
+    ) -> Result<(), ()> {
+        let body = with_stream_header(&message);
+        for try_number in 0..2 {
+            let reused = connection.is_some();
+            let conn = match connection {
+                Some((conn, _)) => conn,
+                None => match connect(&self.upstream).await {
+                    Ok(conn) => {
+                        if self.pause.resume() {
+                            tracing::info!(upstream = %self.upstream.name, "Upstream accepted our credentials again; delivery resumed.");
+                        }
+                        tracing::debug!(upstream = %self.upstream.name, worker = self.id, "Connected and authenticated.");
+                        &mut connection.insert((conn, Instant::now())).0
+                    }
+                    Err(ConnectError::Credentials(reason)) => {
+                        self.credentials_refused(&reason);
+                        if let Err(e) = self.queue.release(&message.id).await {
+                            tracing::error!(queue_id = %message.id, error = %e, "Could not release a message.");
+                        }
+                        return Ok(());
+                    }
+                    Err(ConnectError::Transient(reason)) => {
+                        tracing::warn!(upstream = %self.upstream.name, error = %reason, "Cannot reach the upstream.");
+                        self.record(&message, defer_all(&message, &reason), Some(reason), None)
+                            .await;
+                        return Err(());
+                    }
+                },
+            };
+            let attempted = match conn {
+                Connection::Tls(s) => {
+                    relay(s.as_mut(), &message.sender, &message.recipients, &body).await
+                }
+                Connection::Plain(s) => relay(s, &message.sender, &message.recipients, &body).await,
+            };
+            if let Some(reason) = &attempted.broken {
+                *connection = None;
+                if reused && !attempted.answered && try_number == 0 {
+                    tracing::debug!(upstream = %self.upstream.name, error = %reason, "Pooled connection was stale; reconnecting.");
+                    continue;
+                }
+            } else if let Some((_, used)) = connection {
+                *used = Instant::now();
+            }
+            self.finish(&message, attempted).await;
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    fn credentials_refused(&self, reason: &str) {
+        if self.pause.credentials_refused() {
+            tracing::error!(
+                upstream = %self.upstream.name,
+                error = %reason,
+                "Delivery paused: the upstream refused our Server API Token. Messages stay queued without using up retries."
+            );
+        } else {
+            tracing::warn!(upstream = %self.upstream.name, error = %reason, "Still refused; delivery stays paused.");
+        }
+    }
+
+    async fn finish(&self, message: &Claimed, mut attempted: Attempted) {
+        let mut outcomes = std::mem::take(&mut attempted.outcomes);
+        if let Some(reason) = &attempted.broken {
+            let answered: Vec<i64> = outcomes.iter().map(|(idx, _)| *idx).collect();
+            outcomes.extend(
+                message
+                    .recipients
+                    .iter()
+                    .filter(|r| !answered.contains(&r.idx))
+                    .map(|r| {
+                        (
+                            r.idx,
+                            Outcome::Deferred(format!("connection lost: {reason}")),
+                        )
+                    }),
+            );
+        }
+        let error = attempted.broken.map(|r| format!("connection lost: {r}"));
+        self.record(message, outcomes, error, attempted.reply).await;
+    }
+
+    async fn record(
+        &self,
+        message: &Claimed,
+        outcomes: Vec<(i64, Outcome)>,
+        error: Option<String>,
+        reply: Option<String>,
+    ) {
+        let delivered = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Delivered(_)))
+            .count();
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Failed(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        let deferred = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Deferred(_)))
+            .count();
+        let first_problem = outcomes.iter().find_map(|(_, o)| match o {
+            Outcome::Deferred(r) | Outcome::Failed(r) => Some(r.clone()),
+            Outcome::Delivered(_) => None,
+        });
+        let up = &self.upstream.name;
+        let id = &message.id;
+        if delivered > 0 {
+            tracing::info!(queue_id = %id, upstream = %up, stream = message.stream.as_deref().unwrap_or(""), recipients = delivered, reply = reply.as_deref().unwrap_or(""), "Message relayed.");
+        }
+        for reply in &failed {
+            tracing::warn!(queue_id = %id, upstream = %up, reply = %reply, "Recipient failed permanently.");
+        }
+        match self.queue.finish(id, outcomes, error.clone()).await {
+            Ok(Finished::Deferred(next)) => {
+                let in_secs = next
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .as_secs();
+                tracing::warn!(queue_id = %id, upstream = %up, recipients = deferred, reason = error.or(first_problem).unwrap_or_default(), next_attempt_in_s = in_secs, "Message deferred.");
+            }
+            Ok(Finished::Failed) => {
+                tracing::warn!(queue_id = %id, upstream = %up, "Message failed; kept in the queue for inspection.");
+            }
+            Ok(Finished::Delivered) => {}
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "Could not record a delivery outcome; the message will be retried.")
+            }
+        }
+    }
+}
+
+fn defer_all(message: &Claimed, reason: &str) -> Vec<(i64, Outcome)> {
+    message
+        .recipients
+        .iter()
+        .map(|r| (r.idx, Outcome::Deferred(reason.to_string())))
+        .collect()
+}
+
+/// The message as relayed: with `X-PM-Message-Stream` in front when the
+/// route chose a stream the message does not already name.
+fn with_stream_header(message: &Claimed) -> Vec<u8> {
+    match &message.stream {
+        Some(stream) if !has_stream_header(&message.data) => {
+            let mut out = format!("X-PM-Message-Stream: {stream}\r\n").into_bytes();
+            out.extend_from_slice(&message.data);
+            out
+        }
+        _ => message.data.clone(),
+    }
+}
+
+fn has_stream_header(data: &[u8]) -> bool {
+    const NAME: &[u8] = b"x-pm-message-stream:";
+    data.split(|&b| b == b'\n')
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}

@@ -1,0 +1,275 @@
+//! Turns the bytes after `354` into the stored message.
+//!
+//! Written by hand rather than with smtp-proto's `DataReceiver` because the
+//! rules here are the relay's safety promises, and each is one branch:
+//!
+//! - Only `<CR><LF>.<CR><LF>` ends the message: the `.` line must end in
+//!   CRLF and the line before it too (DATA itself counts as one). So
+//!   `\n.\n`, `\r.\r`, `\n.\r\n`, `\r.\r\n` never end it (no SMTP smuggling).
+//! - A bare `<LF>` or bare `<CR>` is a line break and is stored as CRLF.
+//! - Dot-unstuffing (RFC 5321 §4.5.2): a line that starts with `.` and has
+//!   more characters loses the first `.`.
+//! - Past `limit` bytes the decoder stops keeping data but still finds the
+//!   end, so memory stays flat and the session can answer `552`.
+
+/// Streaming decoder for one DATA (or, with `dots: false`, BDAT) body.
+#[derive(Debug)]
+pub struct Decoder {
+    /// Whether `.` lines are special (DATA) or not (BDAT).
+    dots: bool,
+    limit: u64,
+    out: Vec<u8>,
+    /// The line being read, without its line ending. Past the limit only
+    /// its first two bytes are kept (enough to recognise the `.` line).
+    line: Vec<u8>,
+    line_len: u64,
+    /// The previous line ended in CRLF (true at the start: DATA's own CRLF).
+    prev_crlf: bool,
+    /// The current line started after a bare CR, not a real line start.
+    after_bare_cr: bool,
+    /// A CR was seen and the next byte decides what it was.
+    pending_cr: bool,
+    oversize: bool,
+    done: bool,
+}
+
+/// What the caller learns after feeding bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More bytes are needed.
+    More,
+    /// The message ended; this many of the fed bytes were used (the rest
+    /// belongs to the next command).
+    Done(usize),
+}
+
+impl Decoder {
+    /// A decoder for a DATA body, keeping at most `limit` bytes.
+    pub fn data(limit: u64) -> Decoder {
+        Decoder::new(true, limit)
+    }
+
+    /// A decoder for BDAT chunks: only line endings are normalised.
+    pub fn bdat(limit: u64) -> Decoder {
+        Decoder::new(false, limit)
+    }
+
+    fn new(dots: bool, limit: u64) -> Decoder {
+        Decoder {
+            dots,
+            limit,
+            out: Vec::new(),
+            line: Vec::new(),
+            line_len: 0,
+            prev_crlf: true,
+            after_bare_cr: false,
+            pending_cr: false,
+            oversize: false,
+            done: false,
+        }
+    }
+
+    /// Feeds bytes; with `dots`, stops at the end of the message.
+    pub fn feed(&mut self, bytes: &[u8]) -> Progress {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    self.end_line(true);
+                    if self.done {
+                        return Progress::Done(i + 1);
+                    }
+                    continue;
+                }
+                self.end_line(false);
+                self.after_bare_cr = true;
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => self.end_line(false),
+                _ => self.push(b),
+            }
+        }
+        Progress::More
+    }
+
+    /// Ends a BDAT body: a trailing partial line is kept as its own line.
+    pub fn finish_chunks(&mut self) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            self.end_line(false);
+        } else if self.line_len > 0 {
+            self.end_line(false);
+        }
+    }
+
+    /// Whether the body went past the limit (the data was dropped).
+    pub fn oversize(&self) -> bool {
+        self.oversize
+    }
+
+    /// The decoded message (CRLF lines), empty if oversize.
+    pub fn into_message(self) -> Vec<u8> {
+        self.out
+    }
+
+    fn push(&mut self, b: u8) {
+        self.line_len += 1;
+        if !self.oversize {
+            // A memory guard only: `end_line` makes the exact check, after
+            // unstuffing, and a terminating `.` line must not trip it.
+            if self.out.len() as u64 + self.line_len > self.limit.saturating_add(2) {
+                self.drop_data();
+            } else {
+                self.line.push(b);
+                return;
+            }
+        }
+        if self.line.len() < 2 {
+            self.line.push(b);
+        }
+    }
+
+    fn drop_data(&mut self) {
+        self.oversize = true;
+        self.out = Vec::new();
+        self.line.truncate(2);
+        self.line.shrink_to(2);
+    }
+
+    fn end_line(&mut self, crlf: bool) {
+        let is_dot_line = self.line_len == 1 && self.line.first() == Some(&b'.');
+        if self.dots && crlf && self.prev_crlf && is_dot_line && !self.after_bare_cr {
+            self.done = true;
+            return;
+        }
+        let unstuff = self.dots
+            && !self.after_bare_cr
+            && self.line_len > 1
+            && self.line.first() == Some(&b'.');
+        let kept = self.line_len - u64::from(unstuff);
+        if !self.oversize && self.out.len() as u64 + kept + 2 > self.limit {
+            self.drop_data();
+        }
+        if !self.oversize {
+            let start = usize::from(unstuff);
+            self.out.extend_from_slice(&self.line[start..]);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.line.clear();
+        self.line_len = 0;
+        self.prev_crlf = crlf;
+        self.after_bare_cr = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> (Vec<u8>, Progress) {
+        let mut d = Decoder::data(1 << 20);
+        let p = d.feed(input);
+        (d.into_message(), p)
+    }
+
+    #[test]
+    fn crlf_dot_crlf_ends_the_message() {
+        let input = b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+        let (msg, p) = decode(input);
+        assert_eq!(msg, b"Subject: hi\r\n\r\nbody\r\n");
+        assert_eq!(p, Progress::Done(input.len() - 6));
+    }
+
+    #[test]
+    fn an_empty_message_ends_at_once() {
+        let (msg, p) = decode(b".\r\n");
+        assert_eq!(msg, b"");
+        assert_eq!(p, Progress::Done(3));
+    }
+
+    #[test]
+    fn dots_are_unstuffed_only_with_more_characters() {
+        let (msg, _) = decode(b"..x\r\n...\r\n.y\r\n.\r\n");
+        assert_eq!(msg, b".x\r\n..\r\ny\r\n");
+    }
+
+    #[test]
+    fn bare_line_endings_become_crlf() {
+        let (msg, p) = decode(b"a\nb\rc\r\n.\r\n");
+        assert_eq!(msg, b"a\r\nb\r\nc\r\n");
+        assert!(matches!(p, Progress::Done(_)));
+    }
+
+    #[test]
+    fn smuggling_endings_never_end_the_message() {
+        for ending in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r.\r",
+            b"\r\n.\r",
+            b"\r\n.\n",
+            b"\r\n\x00.\r\n",
+            b"\r\n.\x00\r\n",
+            b"\n\n.\r\n",
+            b"\r\n.\r\r\n",
+        ] {
+            let mut input = b"first".to_vec();
+            input.extend_from_slice(ending);
+            input.extend_from_slice(b"MAIL FROM:<evil@x>\r\n");
+            let (_, p) = decode(&input);
+            assert_eq!(
+                p,
+                Progress::More,
+                "{:?} ended the message",
+                String::from_utf8_lossy(ending)
+            );
+        }
+    }
+
+    #[test]
+    fn the_end_is_found_across_reads() {
+        let mut d = Decoder::data(1 << 20);
+        for chunk in [&b"abc\r"[..], b"\n.", b"\r", b"\nNEXT"] {
+            if let Progress::Done(used) = d.feed(chunk) {
+                assert_eq!(&chunk[used..], b"NEXT");
+                assert_eq!(d.into_message(), b"abc\r\n");
+                return;
+            }
+        }
+        panic!("end not found");
+    }
+
+    #[test]
+    fn over_the_limit_data_is_dropped_but_the_end_still_found() {
+        let mut d = Decoder::data(10);
+        assert_eq!(d.feed(&[b'x'; 1000]), Progress::More);
+        assert!(
+            d.line.len() <= 2,
+            "kept {} bytes of an oversize line",
+            d.line.len()
+        );
+        assert!(matches!(d.feed(b"\r\nmore\r\n.\r\n"), Progress::Done(_)));
+        assert!(d.oversize());
+        assert!(d.into_message().is_empty());
+    }
+
+    #[test]
+    fn exactly_the_limit_fits() {
+        let mut d = Decoder::data(8);
+        assert!(matches!(d.feed(b"123456\r\n.\r\n"), Progress::Done(_)));
+        assert!(!d.oversize());
+        let mut d = Decoder::data(7);
+        assert!(matches!(d.feed(b"123456\r\n.\r\n"), Progress::Done(_)));
+        assert!(d.oversize());
+    }
+
+    #[test]
+    fn bdat_keeps_dots_and_normalises_endings() {
+        let mut d = Decoder::bdat(1 << 20);
+        assert_eq!(d.feed(b"..a\n.\r\nb"), Progress::More);
+        d.finish_chunks();
+        assert_eq!(d.into_message(), b"..a\r\n.\r\nb\r\n");
+    }
+}

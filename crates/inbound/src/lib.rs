@@ -1,0 +1,24 @@
+//! The inbound SMTP server: where applications hand their mail to the relay.
+//!
+//! Owns: listening sockets, per-connection checks (allowed networks,
+//! connection cap), the SMTP session state machine (smtp-proto parses
+//! commands; the DATA decoder is ours), limits, and the trace headers.
+//! Hands each complete message to a [`Store`] and answers `250` only after
+//! the store says it is durable.
+//!
+//! Must not know: routing, SQLite, or anything about Postmark.
+#![forbid(unsafe_code)]
+
+mod date;
+mod decoder;
+mod listener;
+mod queue_id;
+pub mod reply;
+mod session;
+mod store;
+mod trace;
+
+pub use decoder::{Decoder, Progress};
+pub use listener::{bind, serve, BindError};
+pub use session::{Session, MAX_LINE};
+pub use store::{ReceivedMessage, Store, StoreError};

@@ -1,0 +1,146 @@
+//! Binding the listen addresses and accepting connections: the checks
+//! made before a session starts (allowed networks, connection cap).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use relay_config::Server;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::reply;
+use crate::session::Session;
+use crate::store::Store;
+
+/// No listen address could be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("could not listen on any of server.listen: {reasons}{hint}")]
+pub struct BindError {
+    reasons: String,
+    hint: &'static str,
+}
+
+/// Binds every address that can be bound; logs and skips the others (e.g.
+/// `[::1]` on a host without IPv6). Fails only if none binds.
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+    let mut listeners = Vec::new();
+    let mut reasons = Vec::new();
+    let mut denied_low_port = false;
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let local = listener.local_addr().unwrap_or(*addr);
+                tracing::info!(address = %local, "Listening for SMTP.");
+                listeners.push(listener);
+            }
+            Err(e) => {
+                tracing::warn!(address = %addr, error = %e, "Cannot listen on this address; skipping it.");
+                denied_low_port |=
+                    e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024;
+                reasons.push(format!("{addr}: {e}"));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        let hint = if denied_low_port {
+            ". Ports below 1024 need privileges: listen on e.g. 127.0.0.1:2525 instead, or grant CAP_NET_BIND_SERVICE (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+        } else {
+            ""
+        };
+        return Err(BindError {
+            reasons: reasons.join("; "),
+            hint,
+        });
+    }
+    Ok(listeners)
+}
+
+/// Accepts on every listener until `shutdown`, running each session on
+/// `tracker` so the caller can wait for them to finish.
+pub async fn serve<T: Store>(
+    listeners: Vec<TcpListener>,
+    settings: Arc<Server>,
+    store: Arc<T>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        let (settings, store, shutdown, tracker, slots) = (
+            settings.clone(),
+            store.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+            slots.clone(),
+        );
+        accepting.push(tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = shutdown.cancelled() => return,
+                };
+                match accepted {
+                    Ok((stream, client)) => {
+                        admit(
+                            stream, client, &settings, &store, &shutdown, &tracker, &slots,
+                        );
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "Accept failed.");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    for task in accepting {
+        let _ = task.await;
+    }
+}
+
+fn admit<T: Store>(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    settings: &Arc<Server>,
+    store: &Arc<T>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+    slots: &Arc<Semaphore>,
+) {
+    let _ = stream.set_nodelay(true);
+    let allowed = settings
+        .allowed_networks
+        .iter()
+        .any(|net| net.contains(&client.ip()));
+    let permit = slots.clone().try_acquire_owned();
+    let (settings, store, shutdown) = (settings.clone(), store.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        if !allowed {
+            tracing::warn!(%client, "Refused a client outside allowed_networks.");
+            let _ = stream
+                .write_all(reply::not_allowed(client.ip()).as_bytes())
+                .await;
+            return;
+        }
+        let Ok(_permit) = permit else {
+            tracing::warn!(%client, "Refused a client: max_connections reached.");
+            let _ = stream
+                .write_all(reply::TOO_MANY_CONNECTIONS.as_bytes())
+                .await;
+            return;
+        };
+        tracing::debug!(%client, "Session started.");
+        if let Err(e) = Session::new(stream, client, settings, store, shutdown)
+            .run()
+            .await
+        {
+            tracing::debug!(%client, error = %e, "Session ended with an I/O error.");
+        }
+    });
+}

@@ -1,0 +1,237 @@
+//! One client connection: the SMTP state machine over any byte stream.
+//!
+//! The session reads into a small buffer, and handles whatever complete
+//! input it holds before reading again, so pipelined commands are answered
+//! in order and their replies go out in one write. Each phase lives in its
+//! own file: `command` (the verbs), `data` (DATA and BDAT bodies), `auth`.
+
+mod auth;
+mod command;
+mod data;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_config::Server;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::decoder::Decoder;
+use crate::reply;
+use crate::store::Store;
+
+/// Longest command line we accept, as RFC 5321 §4.5.3.1.4 and smtp-proto.
+pub const MAX_LINE: usize = 4096;
+
+/// What a handler tells the loop to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Close,
+}
+
+/// Where the session is in the conversation.
+pub(crate) enum State {
+    /// Waiting for a command line.
+    Command,
+    /// Discarding the rest of an over-long command line.
+    SkipLine,
+    /// Reading a DATA body.
+    Data(Decoder),
+    /// Reading `remaining` bytes of a BDAT chunk.
+    Bdat { remaining: usize, last: bool },
+    /// In an AUTH exchange (only with `accept_auth`).
+    Auth(auth::Step),
+}
+
+/// The mail transaction between MAIL and the end of DATA/BDAT.
+pub(crate) struct Transaction {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// The body collected from BDAT chunks so far.
+    pub chunks: Option<Decoder>,
+}
+
+/// One SMTP session. Generic over the stream so tests can drive it over
+/// an in-memory duplex as well as TCP.
+pub struct Session<S, T> {
+    stream: S,
+    settings: Arc<Server>,
+    store: Arc<T>,
+    client: SocketAddr,
+    shutdown: CancellationToken,
+    pub(crate) out: Vec<u8>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) state: State,
+    pub(crate) helo: Option<(String, &'static str)>,
+    pub(crate) tx: Option<Transaction>,
+    pub(crate) authenticated: bool,
+}
+
+impl<S, T> Session<S, T>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: Store,
+{
+    /// A session for a client that passed the connection checks.
+    pub fn new(
+        stream: S,
+        client: SocketAddr,
+        settings: Arc<Server>,
+        store: Arc<T>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Session {
+            stream,
+            settings,
+            store,
+            client,
+            shutdown,
+            out: Vec::with_capacity(512),
+            input: Vec::with_capacity(4096),
+            state: State::Command,
+            helo: None,
+            tx: None,
+            authenticated: false,
+        }
+    }
+
+    /// Runs the conversation until QUIT, disconnect, timeout or shutdown.
+    /// `Err` is an I/O error on the connection.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        self.out
+            .extend_from_slice(reply::greeting(&self.settings.hostname).as_bytes());
+        let mut read_buf = vec![0u8; 16 * 1024];
+        loop {
+            if self.handle_input().await? == Flow::Close {
+                self.flush().await?;
+                return Ok(());
+            }
+            self.flush().await?;
+            let idle = matches!(
+                self.state,
+                State::Command | State::SkipLine | State::Auth(_)
+            );
+            let n = tokio::select! {
+                read = tokio::time::timeout(self.settings.command_timeout, self.stream.read(&mut read_buf)) => match read {
+                    Ok(read) => read?,
+                    Err(_) => {
+                        tracing::info!(client = %self.client, "Closing an idle session: command timeout.");
+                        return self.close_with(reply::TIMEOUT).await;
+                    }
+                },
+                _ = self.shutdown.cancelled(), if idle => return self.close_with(reply::SHUTTING_DOWN).await,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.input.extend_from_slice(&read_buf[..n]);
+        }
+    }
+
+    /// Handles everything complete in `input`, leaving partial input there.
+    async fn handle_input(&mut self) -> std::io::Result<Flow> {
+        loop {
+            match &mut self.state {
+                State::Command | State::Auth(_) => {
+                    let Some(end) = self.input.iter().position(|&b| b == b'\n') else {
+                        if self.input.len() > MAX_LINE {
+                            self.input.clear();
+                            self.state = State::SkipLine;
+                            self.reply(reply::LINE_TOO_LONG);
+                        }
+                        return Ok(Flow::Continue);
+                    };
+                    let line: Vec<u8> = self.input.drain(..=end).collect();
+                    let flow = if line.len() > MAX_LINE {
+                        self.reply(reply::LINE_TOO_LONG);
+                        Flow::Continue
+                    } else if let State::Auth(step) = &self.state {
+                        let step = *step;
+                        self.auth_line(step, &line)
+                    } else {
+                        self.command(&line).await
+                    };
+                    if flow == Flow::Close {
+                        return Ok(Flow::Close);
+                    }
+                }
+                State::SkipLine => match self.input.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        self.input.drain(..=end);
+                        self.state = State::Command;
+                    }
+                    None => {
+                        self.input.clear();
+                        return Ok(Flow::Continue);
+                    }
+                },
+                State::Data(decoder) => match decoder.feed(&self.input) {
+                    crate::decoder::Progress::Done(used) => {
+                        self.input.drain(..used);
+                        let State::Data(decoder) =
+                            std::mem::replace(&mut self.state, State::Command)
+                        else {
+                            unreachable!("state checked above")
+                        };
+                        self.end_of_data(decoder).await;
+                    }
+                    crate::decoder::Progress::More => {
+                        self.input.clear();
+                        return Ok(Flow::Continue);
+                    }
+                },
+                State::Bdat { remaining, last } => {
+                    let take = (*remaining).min(self.input.len());
+                    let (left, last) = (*remaining - take, *last);
+                    if let Some(decoder) = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()) {
+                        decoder.feed(&self.input[..take]);
+                    }
+                    self.input.drain(..take);
+                    if left > 0 {
+                        self.state = State::Bdat {
+                            remaining: left,
+                            last,
+                        };
+                        return Ok(Flow::Continue);
+                    }
+                    self.state = State::Command;
+                    self.end_of_chunk(last).await;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn reply(&mut self, text: impl AsRef<str>) {
+        self.out.extend_from_slice(text.as_ref().as_bytes());
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn close_with(&mut self, text: &str) -> std::io::Result<()> {
+        self.reply(text);
+        self.flush().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        Ok(())
+    }
+
+    pub(crate) fn settings(&self) -> &Server {
+        &self.settings
+    }
+
+    pub(crate) fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    pub(crate) fn store(&self) -> &T {
+        &self.store
+    }
+}

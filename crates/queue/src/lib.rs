@@ -1,0 +1,100 @@
+//! The durable queue: every accepted message lives here from its `250`
+//! until Postmark has taken every recipient (or it has failed for good).
+//!
+//! Owns: the on-disk format, durability (fsync before an enqueue returns),
+//! recovery after a crash, the retry schedule and delivery leases. Must not
+//! know: SMTP, routing rules, or how delivery talks to Postmark.
+//!
+//! # On-disk format
+//!
+//! One SQLite database, `queue.sqlite3`, in the configured folder, in WAL mode
+//! with `synchronous=FULL` (a commit is on disk when it returns).
+//! `PRAGMA user_version` is the schema version (currently 1).
+//!
+//! - `messages(id, received_at, sender, upstream, stream, size, data, state,
+//!   attempts, next_attempt_at, lease_until, last_error)`: one row per
+//!   message; `data` is the full message (CRLF line endings, headers the
+//!   relay added included, not dot-stuffed); times are Unix milliseconds.
+//! - `recipients(message_id, idx, address, state, reply)`: one row per
+//!   envelope recipient, in RCPT order.
+//!
+//! # Invariants
+//!
+//! 1. A message row and all its recipient rows are written in one
+//!    transaction; an enqueue is acknowledged only after that transaction's
+//!    commit returned (so a `250` never precedes the fsync).
+//! 2. `state` is `queued` (never tried), `deferred` (tried, has pending
+//!    recipients) or `failed` (no pending recipient, at least one failed).
+//!    A message whose recipients are all `delivered` is deleted.
+//! 3. A recipient moves only `pending → delivered` or `pending → failed`;
+//!    a delivered recipient is never handed out again.
+//! 4. `lease_until` is set while a delivery worker holds the message. A
+//!    lease that expires (the worker crashed) makes the message due again, and
+//!    [`SqliteQueue::open`] clears every lease, so a crash mid-delivery means
+//!    a retry, never a loss.
+//! 5. Only one thread writes (see [`writer`]); it commits whatever requests
+//!    are waiting in one transaction (group commit) and answers each request
+//!    after that commit.
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod error;
+mod message;
+mod schema;
+mod sqlite;
+mod store;
+pub mod writer;
+
+pub use backoff::RetryPolicy;
+pub use error::QueueError;
+pub use message::{Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
+pub use sqlite::SqliteQueue;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+/// What delivery needs from a queue. [`SqliteQueue`] is the one
+/// implementation; a shared store for several replicas can sit behind the
+/// same interface later.
+pub trait Queue: Clone + Send + Sync + 'static {
+    /// Durably stores a new message; returns only after it is committed.
+    fn enqueue(&self, message: NewMessage) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Leases up to `limit` messages for `upstream` that are due now, oldest
+    /// due first. Each comes with only its still-pending recipients.
+    fn claim(
+        &self,
+        upstream: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
+
+    /// Records one delivery attempt's per-recipient outcomes and ends the
+    /// lease: the message is removed, rescheduled, or failed.
+    fn finish(
+        &self,
+        id: &str,
+        outcomes: Vec<(i64, Outcome)>,
+        error: Option<String>,
+    ) -> impl Future<Output = Result<Finished, QueueError>> + Send;
+
+    /// Ends a lease without counting an attempt (the failure was not the
+    /// message's fault, e.g. the upstream rejected our credentials).
+    fn release(&self, id: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// When the next message for `upstream` becomes due, if any is waiting.
+    fn next_due(
+        &self,
+        upstream: &str,
+    ) -> impl Future<Output = Result<Option<SystemTime>, QueueError>> + Send;
+
+    /// How many messages wait (not failed), per upstream name.
+    fn waiting(&self) -> impl Future<Output = Result<Vec<(String, u64)>, QueueError>> + Send;
+
+    /// Notified after every commit that adds a message, so delivery starts
+    /// at once instead of polling.
+    fn arrivals(&self) -> Arc<Notify>;
+}

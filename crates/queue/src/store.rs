@@ -1,0 +1,213 @@
+//! The SQL behind each queue operation. Every function runs inside the
+//! writer's open transaction; none commits.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy};
+
+/// Unix milliseconds, the time unit on disk.
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The inverse of [`millis`].
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
+    let received = millis(m.received_at);
+    conn.prepare_cached(
+        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, data, state, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?2)",
+    )?
+    .execute(params![m.id, received, m.sender, m.upstream, m.stream, m.size as i64, m.data])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO recipients (message_id, idx, address, state) VALUES (?1, ?2, ?3, 'pending')",
+    )?;
+    for (idx, rcpt) in m.recipients.iter().enumerate() {
+        insert.execute(params![m.id, idx as i64, rcpt])?;
+    }
+    Ok(())
+}
+
+pub fn claim(
+    conn: &Connection,
+    upstream: &str,
+    limit: usize,
+    lease: Duration,
+    now: SystemTime,
+) -> Result<Vec<Claimed>, QueueError> {
+    let now_ms = millis(now);
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM messages
+             WHERE upstream = ?1 AND state != 'failed' AND next_attempt_at <= ?2
+               AND (lease_until IS NULL OR lease_until <= ?2)
+             ORDER BY next_attempt_at LIMIT ?3",
+        )?
+        .query_map(params![upstream, now_ms, limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let lease_until = now_ms + lease.as_millis() as i64;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        conn.prepare_cached("UPDATE messages SET lease_until = ?2 WHERE id = ?1")?
+            .execute(params![id, lease_until])?;
+        claimed.push(load(conn, &id)?);
+    }
+    Ok(claimed)
+}
+
+fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
+    let mut claimed = conn
+        .prepare_cached(
+            "SELECT received_at, sender, upstream, stream, data, attempts FROM messages WHERE id = ?1",
+        )?
+        .query_row(params![id], |r| {
+            Ok(Claimed {
+                id: id.to_string(),
+                received_at: from_millis(r.get(0)?),
+                sender: r.get(1)?,
+                recipients: Vec::new(),
+                upstream: r.get(2)?,
+                stream: r.get(3)?,
+                data: r.get(4)?,
+                attempts: r.get(5)?,
+            })
+        })?;
+    claimed.recipients = conn
+        .prepare_cached(
+            "SELECT idx, address FROM recipients WHERE message_id = ?1 AND state = 'pending' ORDER BY idx",
+        )?
+        .query_map(params![id], |r| {
+            Ok(PendingRecipient {
+                idx: r.get(0)?,
+                address: r.get(1)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(claimed)
+}
+
+pub fn finish(
+    conn: &Connection,
+    id: &str,
+    outcomes: &[(i64, Outcome)],
+    error: Option<&str>,
+    policy: &RetryPolicy,
+    now: SystemTime,
+) -> Result<Finished, QueueError> {
+    let (received_at, attempts): (i64, u32) = conn
+        .prepare_cached("SELECT received_at, attempts FROM messages WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+    let mut set_rcpt = conn.prepare_cached(
+        "UPDATE recipients SET state = ?3, reply = ?4 WHERE message_id = ?1 AND idx = ?2 AND state = 'pending'",
+    )?;
+    for (idx, outcome) in outcomes {
+        match outcome {
+            Outcome::Delivered(reply) => set_rcpt.execute(params![id, idx, "delivered", reply])?,
+            Outcome::Failed(reply) => set_rcpt.execute(params![id, idx, "failed", reply])?,
+            Outcome::Deferred(reply) => conn
+                .prepare_cached(
+                    "UPDATE recipients SET reply = ?3 WHERE message_id = ?1 AND idx = ?2",
+                )?
+                .execute(params![id, idx, reply])?,
+        };
+    }
+    let attempts = attempts + 1;
+    let last_error = error
+        .map(str::to_string)
+        .or_else(|| first_problem(outcomes));
+    let give_up_at = from_millis(received_at) + policy.give_up_after;
+    if count(conn, id, "pending")? > 0 && now >= give_up_at {
+        let reply = format!(
+            "gave up after {}: {}",
+            humantime::format_duration(policy.give_up_after),
+            last_error.as_deref().unwrap_or("no successful delivery")
+        );
+        conn.prepare_cached(
+            "UPDATE recipients SET state = 'failed', reply = ?2 WHERE message_id = ?1 AND state = 'pending'",
+        )?
+        .execute(params![id, reply])?;
+    }
+    if count(conn, id, "pending")? > 0 {
+        let next = now + policy.delay_after(attempts);
+        conn.prepare_cached(
+            "UPDATE messages SET state = 'deferred', attempts = ?2, next_attempt_at = ?3,
+                 lease_until = NULL, last_error = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id, attempts, millis(next), last_error])?;
+        Ok(Finished::Deferred(next))
+    } else if count(conn, id, "failed")? > 0 {
+        conn.prepare_cached(
+            "UPDATE messages SET state = 'failed', attempts = ?2, next_attempt_at = NULL,
+                 lease_until = NULL, last_error = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, attempts, last_error])?;
+        Ok(Finished::Failed)
+    } else {
+        delete(conn, id)?;
+        Ok(Finished::Delivered)
+    }
+}
+
+/// The first non-delivered reply of an attempt, as the message's last error.
+fn first_problem(outcomes: &[(i64, Outcome)]) -> Option<String> {
+    outcomes.iter().find_map(|(_, o)| match o {
+        Outcome::Delivered(_) => None,
+        Outcome::Deferred(r) | Outcome::Failed(r) => Some(r.clone()),
+    })
+}
+
+fn count(conn: &Connection, id: &str, state: &str) -> Result<i64, QueueError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM recipients WHERE message_id = ?1 AND state = ?2")?
+        .query_row(params![id, state], |r| r.get(0))?)
+}
+
+pub fn delete(conn: &Connection, id: &str) -> Result<(), QueueError> {
+    conn.prepare_cached("DELETE FROM recipients WHERE message_id = ?1")?
+        .execute(params![id])?;
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
+pub fn release(conn: &Connection, id: &str) -> Result<(), QueueError> {
+    conn.prepare_cached("UPDATE messages SET lease_until = NULL WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
+/// Clears every lease: called once at start, when no worker can hold one.
+pub fn clear_leases(conn: &Connection) -> Result<usize, QueueError> {
+    Ok(conn.execute(
+        "UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL",
+        [],
+    )?)
+}
+
+pub fn next_due(conn: &Connection, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
+    let due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM messages
+             WHERE upstream = ?1 AND state != 'failed'",
+        )?
+        .query_row(params![upstream], |r| r.get(0))?;
+    Ok(due.map(from_millis))
+}
+
+pub fn waiting(conn: &Connection) -> Result<Vec<(String, u64)>, QueueError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT upstream, COUNT(*) FROM messages WHERE state != 'failed' GROUP BY upstream ORDER BY upstream",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+        .collect::<Result<_, _>>()?)
+}

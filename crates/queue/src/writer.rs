@@ -1,0 +1,162 @@
+//! The single writer thread and its group commit.
+//!
+//! SQLite allows one writer at a time, and every commit costs an fsync.
+//! So one thread owns the connection: it takes the first waiting request,
+//! then everything else already waiting (up to [`MAX_BATCH`]), runs them all
+//! in one transaction — each in its own savepoint, so one failing request
+//! does not undo the others — commits once, and only then answers each
+//! request. Many sessions' messages share one fsync.
+
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+use tokio::sync::{oneshot, Notify};
+
+use crate::{store, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
+
+/// Most requests committed together.
+pub const MAX_BATCH: usize = 256;
+
+type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
+
+/// A request to the writer thread.
+pub(crate) enum Op {
+    Enqueue(NewMessage, Reply<()>),
+    Claim {
+        upstream: String,
+        limit: usize,
+        lease: Duration,
+        reply: Reply<Vec<Claimed>>,
+    },
+    Finish {
+        id: String,
+        outcomes: Vec<(i64, Outcome)>,
+        error: Option<String>,
+        reply: Reply<Finished>,
+    },
+    Release(String, Reply<()>),
+    NextDue(String, Reply<Option<SystemTime>>),
+    Waiting(Reply<Vec<(String, u64)>>),
+}
+
+/// An answer held back until the batch's commit is known.
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Runs until every sender is dropped.
+pub(crate) fn run(
+    mut conn: Connection,
+    ops: Receiver<Op>,
+    policy: RetryPolicy,
+    arrivals: Arc<Notify>,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let added = batch.iter().any(|op| matches!(op, Op::Enqueue(..)));
+        let (answers, committed) = commit_batch(&mut conn, batch, &policy);
+        let error = committed.err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::error!(error = %e, requests = answers.len(), "Queue commit failed; nothing in this batch was stored.");
+        }
+        for answer in answers {
+            answer(error.as_deref());
+        }
+        if added && error.is_none() {
+            arrivals.notify_waiters();
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: Vec<Op>,
+    policy: &RetryPolicy,
+) -> (Vec<Answer>, Result<(), QueueError>) {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            let answers = batch.into_iter().map(|op| reject(op, &message)).collect();
+            return (answers, Err(e.into()));
+        }
+    };
+    let now = SystemTime::now();
+    let mut answers = Vec::with_capacity(batch.len());
+    for op in batch {
+        answers.push(match op {
+            Op::Enqueue(m, reply) => apply(&mut tx, reply, |c| store::enqueue(c, &m)),
+            Op::Claim {
+                upstream,
+                limit,
+                lease,
+                reply,
+            } => apply(&mut tx, reply, |c| {
+                store::claim(c, &upstream, limit, lease, now)
+            }),
+            Op::Finish {
+                id,
+                outcomes,
+                error,
+                reply,
+            } => apply(&mut tx, reply, |c| {
+                store::finish(c, &id, &outcomes, error.as_deref(), policy, now)
+            }),
+            Op::Release(id, reply) => apply(&mut tx, reply, |c| store::release(c, &id)),
+            Op::NextDue(upstream, reply) => {
+                apply(&mut tx, reply, |c| store::next_due(c, &upstream))
+            }
+            Op::Waiting(reply) => apply(&mut tx, reply, store::waiting),
+        });
+    }
+    let committed = tx.commit().map_err(QueueError::from);
+    (answers, committed)
+}
+
+/// Runs one request in its own savepoint and holds its answer until the
+/// whole batch has committed.
+fn apply<T: Send + 'static>(
+    tx: &mut rusqlite::Transaction<'_>,
+    reply: Reply<T>,
+    f: impl FnOnce(&Connection) -> Result<T, QueueError>,
+) -> Answer {
+    let result = match tx.savepoint() {
+        Ok(mut sp) => match f(&sp) {
+            Ok(v) => sp.commit().map(|_| v).map_err(QueueError::from),
+            Err(e) => {
+                let _ = sp.rollback();
+                Err(e)
+            }
+        },
+        Err(e) => Err(e.into()),
+    };
+    Box::new(move |commit_error: Option<&str>| {
+        let result = match (result, commit_error) {
+            (Ok(_), Some(e)) => Err(QueueError::Commit(e.to_string())),
+            (result, _) => result,
+        };
+        let _ = reply.send(result);
+    })
+}
+
+fn reject(op: Op, message: &str) -> Answer {
+    fn fail<T: Send + 'static>(reply: Reply<T>, message: &str) -> Answer {
+        let message = message.to_string();
+        Box::new(move |_| {
+            let _ = reply.send(Err(QueueError::Commit(message)));
+        })
+    }
+    match op {
+        Op::Enqueue(_, r) | Op::Release(_, r) => fail(r, message),
+        Op::Claim { reply, .. } => fail(reply, message),
+        Op::Finish { reply, .. } => fail(reply, message),
+        Op::NextDue(_, r) => fail(r, message),
+        Op::Waiting(r) => fail(r, message),
+    }
+}

@@ -1,0 +1,219 @@
+//! The queue's promises, checked against a real SQLite file.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+use std::time::{Duration, SystemTime};
+
+use relay_queue::{Finished, NewMessage, Outcome, Queue, RetryPolicy, SqliteQueue};
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+        multiplier: 2.0,
+        give_up_after: Duration::from_secs(3600),
+    }
+}
+
+fn message(id: &str, rcpts: &[&str]) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        received_at: SystemTime::now(),
+        sender: "app@example.com".into(),
+        recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+        upstream: "transactional".into(),
+        stream: None,
+        size: 5,
+        data: b"Subject: x\r\n\r\nhello\r\n".to_vec(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn an_enqueued_message_survives_a_reopen_and_is_claimed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+        q.enqueue(message("A1", &["a@x.test", "b@x.test"]))
+            .await
+            .unwrap();
+    }
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    let claimed = q.claim("transactional", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, "A1");
+    assert_eq!(claimed[0].data, b"Subject: x\r\n\r\nhello\r\n");
+    assert_eq!(claimed[0].recipients.len(), 2);
+    assert!(
+        q.claim("transactional", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased message handed out twice"
+    );
+    assert!(q.claim("broadcast", 10, LEASE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_crash_is_cleared_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+        q.enqueue(message("L1", &["a@x.test"])).await.unwrap();
+        assert_eq!(q.claim("transactional", 10, LEASE).await.unwrap().len(), 1);
+    }
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    assert_eq!(q.claim("transactional", 10, LEASE).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn delivered_recipients_are_never_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    q.enqueue(message("P1", &["a@x.test", "b@x.test", "c@x.test"]))
+        .await
+        .unwrap();
+    let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
+    let outcomes = vec![
+        (c.recipients[0].idx, Outcome::Delivered("250 ok".into())),
+        (c.recipients[1].idx, Outcome::Deferred("451 later".into())),
+        (
+            c.recipients[2].idx,
+            Outcome::Failed("550 no such user".into()),
+        ),
+    ];
+    let finished = q.finish("P1", outcomes, None).await.unwrap();
+    assert!(matches!(finished, Finished::Deferred(_)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.attempts, 1);
+    assert_eq!(
+        c.recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect::<Vec<_>>(),
+        ["b@x.test"]
+    );
+    let done = q
+        .finish(
+            "P1",
+            vec![(c.recipients[0].idx, Outcome::Delivered("250".into()))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Finished::Failed,
+        "one recipient failed, so the message is kept as failed"
+    );
+    assert!(q
+        .claim("transactional", 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(q.waiting().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_fully_delivered_message_leaves_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    q.enqueue(message("D1", &["a@x.test"])).await.unwrap();
+    assert_eq!(
+        q.waiting().await.unwrap(),
+        vec![("transactional".to_string(), 1)]
+    );
+    let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
+    let done = q
+        .finish(
+            "D1",
+            vec![(c.recipients[0].idx, Outcome::Delivered("250".into()))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, Finished::Delivered);
+    assert!(q.waiting().await.unwrap().is_empty());
+    assert_eq!(q.next_due("transactional").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn release_does_not_count_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    q.enqueue(message("R1", &["a@x.test"])).await.unwrap();
+    q.claim("transactional", 10, LEASE).await.unwrap();
+    q.release("R1").await.unwrap();
+    let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(c.attempts, 0);
+}
+
+#[tokio::test]
+async fn pending_recipients_fail_once_give_up_after_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    p.give_up_after = Duration::from_millis(0);
+    let q = SqliteQueue::open(dir.path(), p).unwrap();
+    q.enqueue(message("G1", &["a@x.test"])).await.unwrap();
+    let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
+    let done = q
+        .finish(
+            "G1",
+            vec![(c.recipients[0].idx, Outcome::Deferred("451 busy".into()))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, Finished::Failed);
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_all_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let q = q.clone();
+            tokio::spawn(async move { q.enqueue(message(&format!("C{i}"), &["a@x.test"])).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        q.waiting().await.unwrap(),
+        vec![("transactional".to_string(), 200)]
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_id_fails_alone_without_undoing_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    q.enqueue(message("X1", &["a@x.test"])).await.unwrap();
+    let (dup, fresh) = tokio::join!(
+        q.enqueue(message("X1", &["a@x.test"])),
+        q.enqueue(message("X2", &["a@x.test"]))
+    );
+    assert!(dup.is_err());
+    fresh.unwrap();
+    assert_eq!(
+        q.waiting().await.unwrap(),
+        vec![("transactional".to_string(), 2)]
+    );
+}
+
+#[tokio::test]
+async fn a_commit_wakes_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    let arrivals = q.arrivals();
+    let notified = arrivals.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    q.enqueue(message("W1", &["a@x.test"])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("no wake-up after commit");
+}

@@ -1,0 +1,17 @@
+//! Routing for postmark-relay: decides, for one message, which upstream it
+//! goes to and which Postmark message stream it uses.
+//!
+//! Owns: the precedence (an `X-PM-Message-Stream` header, then the rules in
+//! order, then `routing.default`), glob matching, and the minimal header
+//! parsing it needs. Pure: no I/O, no async, no clock. Must not know: SMTP
+//! sessions, the queue, or how a route is delivered.
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod headers;
+mod route;
+mod router;
+
+pub use error::RoutingError;
+pub use route::Route;
+pub use router::Router;

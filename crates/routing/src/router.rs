@@ -1,0 +1,424 @@
+//! The compiled routing table and the decision for one message.
+
+use std::cell::OnceCell;
+
+use globset::{GlobBuilder, GlobMatcher};
+use relay_config::{Routing, Rule};
+
+use crate::headers;
+use crate::{Route, RoutingError};
+
+/// The header Postmark reads to pick a message stream.
+const STREAM_HEADER: &str = "X-PM-Message-Stream";
+/// Where `broadcast_streams` values go; every other stream value goes to
+/// [`TRANSACTIONAL`]. Both always exist (see `relay_config::Config`).
+const BROADCAST: &str = "broadcast";
+const TRANSACTIONAL: &str = "transactional";
+
+/// `[routing]` compiled once (globs built) so routing a message only
+/// matches.
+#[derive(Debug, Clone)]
+pub struct Router {
+    default: String,
+    broadcast_streams: Vec<String>,
+    rules: Vec<CompiledRule>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    name: String,
+    sender: Option<GlobMatcher>,
+    from: Option<GlobMatcher>,
+    header: Option<String>,
+    value: Option<GlobMatcher>,
+    upstream: String,
+    stream: Option<String>,
+}
+
+impl Router {
+    /// Compiles the rules' globs (case-insensitive, `*` crosses `/`).
+    pub fn new(cfg: &Routing) -> Result<Router, RoutingError> {
+        if cfg.default.is_empty() {
+            return Err(RoutingError::UnknownUpstream {
+                place: "default".into(),
+            });
+        }
+        let rules = cfg.rules.iter().map(compile).collect::<Result<_, _>>()?;
+        Ok(Router {
+            default: cfg.default.clone(),
+            broadcast_streams: cfg.broadcast_streams.clone(),
+            rules,
+        })
+    }
+
+    /// sender: envelope MAIL FROM address without <> ("" for the null
+    /// sender); message: full RFC 5322 bytes (CRLF), headers first.
+    ///
+    /// An `X-PM-Message-Stream` header decides first (an empty one is
+    /// ignored), then the first rule whose conditions all hold, then
+    /// `routing.default`.
+    pub fn route(&self, sender: &str, message: &[u8]) -> Route {
+        if let Some(stream) = headers::find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
+            let broadcast = self
+                .broadcast_streams
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(&stream));
+            return Route {
+                upstream: if broadcast { BROADCAST } else { TRANSACTIONAL }.to_owned(),
+                stream: Some(stream),
+                rule: None,
+            };
+        }
+        let from = OnceCell::new();
+        let from = || {
+            from.get_or_init(|| headers::find(message, "From").and_then(|v| headers::address(&v)))
+                .as_deref()
+        };
+        match self
+            .rules
+            .iter()
+            .find(|rule| rule.matches(sender, message, from))
+        {
+            Some(rule) => Route {
+                upstream: rule.upstream.clone(),
+                stream: rule.stream.clone(),
+                rule: Some(rule.name.clone()),
+            },
+            None => Route {
+                upstream: self.default.clone(),
+                stream: None,
+                rule: None,
+            },
+        }
+    }
+}
+
+impl CompiledRule {
+    /// Every given condition holds; one on a missing header does not.
+    fn matches<'a>(
+        &self,
+        sender: &str,
+        message: &[u8],
+        from: impl Fn() -> Option<&'a str>,
+    ) -> bool {
+        if let Some(glob) = &self.sender {
+            if !glob.is_match(sender) {
+                return false;
+            }
+        }
+        if let Some(glob) = &self.from {
+            if !from().is_some_and(|addr| glob.is_match(addr)) {
+                return false;
+            }
+        }
+        if let Some(name) = &self.header {
+            let Some(value) = headers::find(message, name) else {
+                return false;
+            };
+            if let Some(glob) = &self.value {
+                return glob.is_match(value.as_str());
+            }
+        }
+        true
+    }
+}
+
+fn compile(rule: &Rule) -> Result<CompiledRule, RoutingError> {
+    if rule.upstream.is_empty() {
+        return Err(RoutingError::UnknownUpstream {
+            place: format!("rule `{}`", rule.name),
+        });
+    }
+    let glob = |field: &'static str, pattern: &Option<String>| {
+        pattern
+            .as_deref()
+            .map(|p| matcher(p).map_err(|source| bad_glob(rule, field, p, source)))
+            .transpose()
+    };
+    Ok(CompiledRule {
+        name: rule.name.clone(),
+        sender: glob("sender", &rule.sender)?,
+        from: glob("from", &rule.from)?,
+        header: rule.header.clone(),
+        value: glob("value", &rule.value)?,
+        upstream: rule.upstream.clone(),
+        stream: rule.stream.clone(),
+    })
+}
+
+/// Same options as `relay-config`'s check: case-insensitive, whole-string.
+fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    Ok(GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .literal_separator(false)
+        .build()?
+        .compile_matcher())
+}
+
+fn bad_glob(
+    rule: &Rule,
+    field: &'static str,
+    pattern: &str,
+    source: globset::Error,
+) -> RoutingError {
+    RoutingError::BadGlob {
+        rule: rule.name.clone(),
+        field,
+        pattern: pattern.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, upstream: &str) -> Rule {
+        Rule {
+            name: name.into(),
+            sender: None,
+            from: None,
+            header: None,
+            value: None,
+            upstream: upstream.into(),
+            stream: None,
+        }
+    }
+
+    fn router(rules: Vec<Rule>) -> Router {
+        let cfg = Routing {
+            default: "transactional".into(),
+            broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+            rules,
+        };
+        Router::new(&cfg).expect("valid routing")
+    }
+
+    fn route(upstream: &str, stream: Option<&str>, rule: Option<&str>) -> Route {
+        Route {
+            upstream: upstream.into(),
+            stream: stream.map(Into::into),
+            rule: rule.map(Into::into),
+        }
+    }
+
+    const PLAIN: &[u8] = b"From: App <app@example.com>\r\nSubject: hi\r\n\r\nbody\r\n";
+
+    #[test]
+    fn default_when_nothing_matches() {
+        let r = router(vec![Rule {
+            sender: Some("*@news.example.com".into()),
+            ..rule("news", "broadcast")
+        }]);
+        assert_eq!(
+            r.route("app@example.com", PLAIN),
+            route("transactional", None, None)
+        );
+    }
+
+    #[test]
+    fn stream_header_keeps_its_stream() {
+        let r = router(vec![]);
+        let msg = b"X-PM-Message-Stream: Broadcasts\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", msg),
+            route("broadcast", Some("Broadcasts"), None)
+        );
+        let msg = b"x-pm-message-stream: outbound\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", msg),
+            route("transactional", Some("outbound"), None)
+        );
+        let msg = b"X-PM-Message-Stream: my-newsletter\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", msg),
+            route("transactional", Some("my-newsletter"), None)
+        );
+    }
+
+    #[test]
+    fn empty_stream_header_is_ignored() {
+        let r = router(vec![]);
+        assert_eq!(
+            r.route("a@b", b"X-PM-Message-Stream:\r\n\r\n"),
+            route("transactional", None, None)
+        );
+    }
+
+    #[test]
+    fn stream_header_beats_rules() {
+        let r = router(vec![Rule {
+            sender: Some("*".into()),
+            stream: Some("newsletter".into()),
+            ..rule("all", "broadcast")
+        }]);
+        let msg = b"X-PM-Message-Stream: outbound\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", msg),
+            route("transactional", Some("outbound"), None)
+        );
+    }
+
+    #[test]
+    fn sender_glob_is_case_insensitive_whole_string() {
+        let r = router(vec![Rule {
+            sender: Some("*@news.example.com".into()),
+            stream: Some("newsletter".into()),
+            ..rule("news", "broadcast")
+        }]);
+        let hit = route("broadcast", Some("newsletter"), Some("news"));
+        assert_eq!(r.route("Bulk@NEWS.Example.COM", PLAIN), hit);
+        assert_eq!(
+            r.route("a@news.example.com.evil", PLAIN).rule,
+            None,
+            "whole-string match"
+        );
+        assert_eq!(r.route("a@example.com", PLAIN).rule, None);
+    }
+
+    #[test]
+    fn null_sender_matches_only_globs_that_accept_empty() {
+        let r = router(vec![
+            Rule {
+                sender: Some("?*".into()),
+                ..rule("someone", "broadcast")
+            },
+            Rule {
+                sender: Some("".into()),
+                ..rule("bounces", "bounce")
+            },
+        ]);
+        assert_eq!(r.route("", PLAIN), route("bounce", None, Some("bounces")));
+        assert_eq!(r.route("a@b", PLAIN).rule.as_deref(), Some("someone"));
+    }
+
+    #[test]
+    fn from_glob_uses_the_header_address() {
+        let r = router(vec![Rule {
+            from: Some("*@example.com".into()),
+            ..rule("from-example", "broadcast")
+        }]);
+        assert_eq!(
+            r.route("bounce@elsewhere", PLAIN).rule.as_deref(),
+            Some("from-example")
+        );
+        let other = b"From: \"x@example.com\" <x@other.org>\r\n\r\n";
+        assert_eq!(
+            r.route("x@example.com", other).rule,
+            None,
+            "display name is not the address"
+        );
+        assert_eq!(
+            r.route("x@example.com", b"Subject: no from\r\n\r\n").rule,
+            None
+        );
+    }
+
+    #[test]
+    fn header_presence_and_value() {
+        let r = router(vec![
+            Rule {
+                header: Some("list-unsubscribe".into()),
+                value: Some("*mailto:*".into()),
+                ..rule("list-mailto", "broadcast")
+            },
+            Rule {
+                header: Some("Precedence".into()),
+                ..rule("precedence", "broadcast")
+            },
+        ]);
+        let list = b"List-Unsubscribe: <MAILTO:u@x>,\r\n <https://x/u>\r\n\r\n";
+        assert_eq!(r.route("a@b", list).rule.as_deref(), Some("list-mailto"));
+        let list_https = b"List-Unsubscribe: <https://x/u>\r\n\r\n";
+        assert_eq!(r.route("a@b", list_https).rule, None, "value must match");
+        let precedence = b"PRECEDENCE: bulk\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", precedence).rule.as_deref(),
+            Some("precedence")
+        );
+        let in_body = b"Subject: x\r\n\r\nPrecedence: bulk\r\n";
+        assert_eq!(
+            r.route("a@b", in_body).rule,
+            None,
+            "body lines are not headers"
+        );
+    }
+
+    #[test]
+    fn all_conditions_must_hold_and_first_rule_wins() {
+        let r = router(vec![
+            Rule {
+                sender: Some("*@example.com".into()),
+                header: Some("X-Campaign".into()),
+                stream: Some("campaigns".into()),
+                ..rule("campaign", "broadcast")
+            },
+            Rule {
+                sender: Some("*@example.com".into()),
+                ..rule("example", "custom")
+            },
+            Rule {
+                sender: Some("*".into()),
+                ..rule("catch-all", "broadcast")
+            },
+        ]);
+        let campaign = b"X-Campaign: spring\r\n\r\n";
+        assert_eq!(
+            r.route("a@example.com", campaign),
+            route("broadcast", Some("campaigns"), Some("campaign"))
+        );
+        assert_eq!(
+            r.route("a@example.com", PLAIN),
+            route("custom", None, Some("example"))
+        );
+        assert_eq!(
+            r.route("a@other.org", campaign),
+            route("broadcast", None, Some("catch-all"))
+        );
+    }
+
+    #[test]
+    fn non_utf8_and_folded_headers_route() {
+        let r = router(vec![Rule {
+            header: Some("X-Tag".into()),
+            value: Some("bulk mail*".into()),
+            ..rule("tag", "broadcast")
+        }]);
+        let msg = b"Subject: \xff\xfe\r\nX-Tag: bulk\r\n mail \xc3\r\n\r\n";
+        assert_eq!(r.route("a@b", msg).rule.as_deref(), Some("tag"));
+        assert_eq!(r.route("a@b", b"\xff\xff\xff").rule, None);
+    }
+
+    #[test]
+    fn bad_glob_is_an_error() {
+        let cfg = Routing {
+            default: "transactional".into(),
+            broadcast_streams: vec![],
+            rules: vec![Rule {
+                sender: Some("[oops".into()),
+                ..rule("bad", "broadcast")
+            }],
+        };
+        let err = Router::new(&cfg).expect_err("bad glob");
+        assert!(
+            matches!(&err, RoutingError::BadGlob { rule, field: "sender", .. } if rule == "bad"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_upstream_is_an_error() {
+        let cfg = Routing {
+            default: "transactional".into(),
+            broadcast_streams: vec![],
+            rules: vec![Rule {
+                sender: Some("*".into()),
+                ..rule("nowhere", "")
+            }],
+        };
+        assert!(matches!(
+            Router::new(&cfg),
+            Err(RoutingError::UnknownUpstream { .. })
+        ));
+    }
+}

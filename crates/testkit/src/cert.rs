@@ -1,0 +1,98 @@
+//! A throw-away PKI for one fake: a test CA and a server certificate for
+//! `localhost`, `127.0.0.1` and `::1`, generated at start and written into a
+//! temporary directory the fake owns.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+/// The generated files and the TLS server configuration built from them.
+pub(crate) struct TestPki {
+    /// Holds `ca.pem`, `server.pem` and `server-key.pem`; removed on drop.
+    _dir: TempDir,
+    ca_file: PathBuf,
+    server_config: Arc<ServerConfig>,
+}
+
+impl TestPki {
+    /// Generates the CA and the server certificate and writes them as PEM.
+    ///
+    /// # Panics
+    /// If key generation, signing or writing the files fails: this is test
+    /// scaffolding, and a test cannot go on without it.
+    pub(crate) fn generate() -> TestPki {
+        let dir = tempfile::Builder::new()
+            .prefix("fake-postmark-")
+            .tempdir()
+            .expect("create temp dir for the test PKI");
+
+        let ca_key = KeyPair::generate().expect("generate CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "relay-testkit fake Postmark CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = ca_params.self_signed(&ca_key).expect("self-sign CA");
+
+        let key = KeyPair::generate().expect("generate server key");
+        let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        let mut params = CertificateParams::new(names).expect("server cert params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("sign server cert");
+
+        let ca_file = dir.path().join("ca.pem");
+        write(&ca_file, &ca.pem());
+        write(&dir.path().join("server.pem"), &cert.pem());
+        write(&dir.path().join("server-key.pem"), &key.serialize_pem());
+
+        // An explicit provider, not the process default: the code under test
+        // may install its own default, and two providers in one process make
+        // `ServerConfig::builder()` panic.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let server_config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .expect("TLS server config");
+
+        TestPki {
+            _dir: dir,
+            ca_file,
+            server_config: Arc::new(server_config),
+        }
+    }
+
+    /// PEM file of the test CA, for clients to trust.
+    pub(crate) fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// rustls configuration that presents the server certificate.
+    pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.server_config)
+    }
+}
+
+fn write(path: &Path, pem: &str) {
+    std::fs::write(path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}

@@ -1,0 +1,301 @@
+//! Runs the real `postmark-relay` binary against fake Postmark upstreams,
+//! over real sockets, and gives tests a small SMTP client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use relay_testkit::{FakeOptions, FakePostmark, Received};
+
+/// The token the fakes accept by default.
+pub const TOKEN: &str = "server-token";
+
+/// A config for a relay whose upstreams are the given fakes (STARTTLS,
+/// trusting the fakes' test CA) with short retry delays.
+pub fn config_for(transactional: &FakePostmark, broadcast: &FakePostmark, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+hostname = "relay.test"
+{extra_server}
+
+[upstreams.transactional]
+host = "localhost"
+port = {tp}
+ca_file = "{tca}"
+connections = 2
+
+[upstreams.broadcast]
+host = "localhost"
+port = {bp}
+ca_file = "{bca}"
+connections = 1
+
+[retry]
+initial_delay = "100ms"
+max_delay = "500ms"
+multiplier = 2.0
+
+[admin]
+listen = ""
+
+{extra_rest}
+"#,
+        tp = transactional.port(),
+        tca = transactional.ca_file().display(),
+        bp = broadcast.port(),
+        bca = broadcast.ca_file().display(),
+        extra_server = extra.split("##").next().unwrap_or(""),
+        extra_rest = extra.split("##").nth(1).unwrap_or(""),
+    )
+}
+
+/// A running relay process.
+pub struct Relay {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: Arc<tempfile::TempDir>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// How to start a relay: its config text and environment.
+pub struct Start<'a> {
+    pub config: String,
+    pub token: Option<&'a str>,
+    /// Reuse a previous relay's folder (its queue) instead of a new one.
+    pub dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Relay {
+    /// Starts the binary and waits until it listens.
+    pub fn start(start: Start<'_>) -> Relay {
+        let dir = start
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let config_path = dir.path().join("relay.toml");
+        std::fs::write(&config_path, &start.config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
+        cmd.arg("serve")
+            .arg("-c")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .env("POSTMARK_RELAY_QUEUE__PATH", dir.path().join("queue"))
+            .env("POSTMARK_RELAY_LOG__LEVEL", "info,relay_delivery=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        match start.token {
+            Some(t) => cmd.env("POSTMARK_SERVER_TOKEN", t),
+            None => cmd.env_remove("POSTMARK_SERVER_TOKEN"),
+        };
+        let mut child = cmd.spawn().expect("postmark-relay runs");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut relay = Relay {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            logs,
+        };
+        let line = relay.wait_log("Listening for SMTP.", Duration::from_secs(20));
+        let addr = line
+            .split("address=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap();
+        relay.addr = addr.parse().unwrap();
+        relay
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log if none.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            if Instant::now() > deadline || self.child.try_wait().unwrap().is_some() {
+                panic!(
+                    "no log line with {needle:?}; log:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) -> Arc<tempfile::TempDir> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.dir.clone()
+    }
+
+    /// SIGTERM, then the exit status (waits at most 40 s).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The queue folder.
+    pub fn queue_path(&self) -> PathBuf {
+        self.dir.path().join("queue")
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a fake upstream with default rules.
+pub fn fake() -> FakePostmark {
+    FakePostmark::start(FakeOptions::default())
+}
+
+/// A minimal SMTP client that shows every reply: for checking codes.
+pub struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects and returns the client and the greeting line.
+    pub fn connect(addr: SocketAddr) -> (Client, String) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut client = Client { stream, reader };
+        let greeting = client.read_reply();
+        (client, greeting)
+    }
+
+    /// Reads one (possibly multi-line) reply; "" on EOF.
+    pub fn read_reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return reply;
+            }
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return reply;
+            }
+        }
+    }
+
+    /// Sends raw bytes without reading.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends one command line and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.read_reply()
+    }
+
+    /// Whether the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+}
+
+/// Sends one message (body without the final dot line) and returns the
+/// final reply.
+pub fn send(addr: SocketAddr, from: &str, to: &[&str], body: &[u8]) -> String {
+    let (mut c, _) = Client::connect(addr);
+    assert!(c.cmd("EHLO test.client").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for rcpt in to {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(body);
+    c.send_raw(b".\r\n");
+    let reply = c.read_reply();
+    c.cmd("QUIT");
+    reply
+}
+
+/// The queue id from a `250 ... queued as ID` reply.
+pub fn queue_id(reply: &str) -> String {
+    reply.trim().rsplit(' ').next().unwrap().to_string()
+}
+
+/// Waits up to `timeout` for `fake` to hold `n` messages, then a moment
+/// more to catch duplicates; returns them all.
+pub fn settle(fake: &FakePostmark, n: usize, timeout: Duration) -> Vec<Received> {
+    let got = fake.wait_for(n, timeout);
+    if got.len() >= n {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    fake.messages()
+}
+
+/// The client's part of a relayed message (after the headers we add).
+pub fn strip_added_headers(data: &[u8]) -> &[u8] {
+    let mut rest = data;
+    loop {
+        let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return rest;
+        };
+        let line = &rest[..end];
+        let ours = [
+            "Received:",
+            "\t",
+            "Date:",
+            "Message-ID:",
+            "X-PM-Message-Stream:",
+        ]
+        .iter()
+        .any(|p| line.starts_with(p.as_bytes()));
+        if !ours {
+            return rest;
+        }
+        rest = &rest[end + 2..];
+    }
+}
+
+#[allow(dead_code)]
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the built `postmark-relay` binary, real SMTP clients,
+//! and fake Postmark upstreams (real SMTP + STARTTLS + AUTH), all over
+//! loopback TCP with ports chosen by the OS.
+#![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+mod harness;
+mod relaying;

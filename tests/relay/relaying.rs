@@ -1,0 +1,37 @@
+//! The core promise: what a client hands over arrives upstream, exactly
+//! once, with the right envelope, over STARTTLS + AUTH(token, token).
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn a_message_arrives_byte_for_byte_over_starttls_with_the_token_as_user_and_password() {
+    let (t, b) = (fake(), fake());
+    let relay = Relay::start(Start {
+        config: config_for(&t, &b, ""),
+        token: Some(TOKEN),
+        dir: None,
+    });
+    let body = b"From: App <app@example.com>\r\nTo: u@example.net\r\nSubject: hello\r\nDate: Fri, 27 Nov 2026 04:41:40 +0000\r\nMessage-ID: <m1@example.com>\r\n\r\nline one\r\n..dotted\r\n";
+    let reply = send(relay.addr, "app@example.com", &["u@example.net"], body);
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let id = queue_id(&reply);
+
+    let got = settle(&t, 1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "delivered {} times", got.len());
+    let m = &got[0];
+    assert!(m.tls, "relayed without TLS");
+    assert_eq!(m.auth_user.as_deref(), Some(TOKEN));
+    assert_eq!(m.mail_from, "app@example.com");
+    assert_eq!(m.rcpt_to, ["u@example.net"]);
+    let text = String::from_utf8_lossy(&m.data);
+    assert!(
+        text.starts_with("Received: from test.client (127.0.0.1)"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("id {id}")));
+    let expected_tail: &[u8] = b"From: App <app@example.com>\r\nTo: u@example.net\r\nSubject: hello\r\nDate: Fri, 27 Nov 2026 04:41:40 +0000\r\nMessage-ID: <m1@example.com>\r\n\r\nline one\r\n.dotted\r\n";
+    assert_eq!(strip_added_headers(&m.data), expected_tail);
+    assert!(b.messages().is_empty());
+}
