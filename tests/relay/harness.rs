@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,9 @@ pub use relay_testkit::{FakeOptions, FakePostmark, Received};
 pub const TOKEN: &str = "server-token";
 
 /// A config for a relay whose upstreams are the given fakes (STARTTLS,
-/// trusting the fakes' test CA) with short retry delays.
+/// trusting the fakes' test CA) with short retry delays. `extra` is text for
+/// the `[server]` table, optionally followed by `##` and text appended at
+/// the end (e.g. `[routing]` tables).
 pub fn config_for(transactional: &FakePostmark, broadcast: &FakePostmark, extra: &str) -> String {
     format!(
         r#"
@@ -52,6 +54,16 @@ listen = ""
         extra_server = extra.split("##").next().unwrap_or(""),
         extra_rest = extra.split("##").nth(1).unwrap_or(""),
     )
+}
+
+/// A relay with the default token whose upstreams are the given fakes;
+/// `extra` as for [`config_for`].
+pub fn relay_for(transactional: &FakePostmark, broadcast: &FakePostmark, extra: &str) -> Relay {
+    Relay::start(Start {
+        config: config_for(transactional, broadcast, extra),
+        token: Some(TOKEN),
+        dir: None,
+    })
 }
 
 /// A running relay process.
@@ -168,9 +180,13 @@ impl Relay {
         }
     }
 
-    /// The queue folder.
-    pub fn queue_path(&self) -> PathBuf {
-        self.dir.path().join("queue")
+    /// Log lines that mention queue id `id` and contain `needle`.
+    pub fn count_log_for(&self, id: &str, needle: &str) -> usize {
+        let field = format!("queue_id={id}");
+        self.logs()
+            .iter()
+            .filter(|l| l.contains(needle) && l.split_whitespace().any(|w| w == field))
+            .count()
     }
 }
 
@@ -256,6 +272,22 @@ pub fn send(addr: SocketAddr, from: &str, to: &[&str], body: &[u8]) -> String {
     reply
 }
 
+/// Sends one message per subject (see [`message`]), each on its own
+/// connection, from `threads` concurrent clients; panics unless every
+/// reply is `250`.
+pub fn send_concurrently(addr: SocketAddr, subjects: &[String], threads: usize) {
+    std::thread::scope(|scope| {
+        for chunk in subjects.chunks(subjects.len().div_ceil(threads)) {
+            scope.spawn(move || {
+                for s in chunk {
+                    let reply = send(addr, "app@example.com", &["u@example.net"], &message(s));
+                    assert!(reply.starts_with("250"), "{s}: {reply}");
+                }
+            });
+        }
+    });
+}
+
 /// The queue id from a `250 ... queued as ID` reply.
 pub fn queue_id(reply: &str) -> String {
     reply.trim().rsplit(' ').next().unwrap().to_string()
@@ -295,7 +327,54 @@ pub fn strip_added_headers(data: &[u8]) -> &[u8] {
     }
 }
 
-#[allow(dead_code)]
-pub fn exists(p: &Path) -> bool {
-    p.exists()
+/// A message with a unique `Subject:` and `Message-ID:` built from `tag`, so
+/// a test can tell its messages apart upstream.
+pub fn message(tag: &str) -> Vec<u8> {
+    format!(
+        "From: App <app@example.com>\r\nTo: u@example.net\r\nSubject: {tag}\r\nMessage-ID: <{tag}@example.com>\r\n\r\nbody of {tag}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The values of header `name` (case-insensitive) in the header section of
+/// `data`, unfolded lines only (enough for the headers the relay handles).
+pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(data);
+    text.split("\r\n")
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// The `Subject:` of a received message ("" if none).
+pub fn subject(m: &Received) -> String {
+    header_values(&m.data, "Subject")
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// Panics unless every subject in `want` arrived exactly once and nothing
+/// else arrived; the message says what was missing or duplicated.
+pub fn assert_each_once(got: &[Received], want: &[String]) {
+    let mut subjects: Vec<String> = got.iter().map(subject).collect();
+    subjects.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(subjects, want, "upstream got these subjects (sorted)");
+}
+
+/// Runs `postmark-relay ARGS -c CONFIG` with no token or overrides from the
+/// test's environment, and returns its output.
+pub fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
+    cmd.args(args).arg("-c").arg(config).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("POSTMARK_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().expect("postmark-relay runs")
 }

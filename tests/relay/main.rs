@@ -3,5 +3,14 @@
 //! loopback TCP with ports chosen by the OS.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+mod clients;
+mod config_command;
+mod credentials;
+mod durability;
 mod harness;
+mod limits;
+mod pooling;
 mod relaying;
+mod retries;
+mod routing;
+mod smuggling;

@@ -26,7 +26,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// Wait before reconnecting after an upstream could not be reached.
 const RECONNECT_FIRST: Duration = Duration::from_millis(500);
-const RECONNECT_LONGEST: Duration = Duration::from_secs(30);
+const RECONNECT_LONGEST: Duration = Duration::from_secs(15);
 
 pub(crate) struct Worker<Q> {
     pub upstream: Arc<Upstream>,
@@ -80,8 +80,10 @@ impl<Q: Queue> Worker<Q> {
             match self.deliver(message, &mut connection).await {
                 Ok(()) => reconnect_wait = RECONNECT_FIRST,
                 Err(()) => {
+                    // Jittered, so an upstream's workers do not reconnect in lockstep.
+                    let jittered = reconnect_wait.mul_f64(0.5 + fastrand::f64() * 0.5);
                     tokio::select! {
-                        _ = tokio::time::sleep(reconnect_wait) => {}
+                        _ = tokio::time::sleep(jittered) => {}
                         _ = self.shutdown.cancelled() => break,
                     }
                     reconnect_wait = (reconnect_wait * 2).min(RECONNECT_LONGEST);
@@ -206,28 +208,32 @@ impl<Q: Queue> Worker<Q> {
             .iter()
             .filter(|(_, o)| matches!(o, Outcome::Delivered(_)))
             .count();
-        let failed: Vec<String> = outcomes
-            .iter()
-            .filter_map(|(_, o)| match o {
-                Outcome::Failed(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect();
         let deferred = outcomes
             .iter()
             .filter(|(_, o)| matches!(o, Outcome::Deferred(_)))
             .count();
-        let first_problem = outcomes.iter().find_map(|(_, o)| match o {
-            Outcome::Deferred(r) | Outcome::Failed(r) => Some(r.clone()),
-            Outcome::Delivered(_) => None,
+        // Why the message waits: the connection failure, else a deferred
+        // recipient's reply (a failed recipient is not why we retry).
+        let wait_reason = error.clone().or_else(|| {
+            outcomes.iter().find_map(|(_, o)| match o {
+                Outcome::Deferred(r) => Some(r.clone()),
+                _ => None,
+            })
         });
         let up = &self.upstream.name;
         let id = &message.id;
         if delivered > 0 {
             tracing::info!(queue_id = %id, upstream = %up, stream = message.stream.as_deref().unwrap_or(""), recipients = delivered, reply = reply.as_deref().unwrap_or(""), "Message relayed.");
         }
-        for reply in &failed {
-            tracing::warn!(queue_id = %id, upstream = %up, reply = %reply, "Recipient failed permanently.");
+        for (idx, outcome) in &outcomes {
+            if let Outcome::Failed(reply) = outcome {
+                let recipient = message
+                    .recipients
+                    .iter()
+                    .find(|r| r.idx == *idx)
+                    .map_or("", |r| r.address.as_str());
+                tracing::warn!(queue_id = %id, upstream = %up, recipient, reply = %reply, "Recipient failed permanently.");
+            }
         }
         match self.queue.finish(id, outcomes, error.clone()).await {
             Ok(Finished::Deferred(next)) => {
@@ -235,7 +241,7 @@ impl<Q: Queue> Worker<Q> {
                     .duration_since(SystemTime::now())
                     .unwrap_or_default()
                     .as_secs();
-                tracing::warn!(queue_id = %id, upstream = %up, recipients = deferred, reason = error.or(first_problem).unwrap_or_default(), next_attempt_in_s = in_secs, "Message deferred.");
+                tracing::warn!(queue_id = %id, upstream = %up, recipients = deferred, reason = wait_reason.unwrap_or_default(), next_attempt_in_s = in_secs, "Message deferred.");
             }
             Ok(Finished::Failed) => {
                 tracing::warn!(queue_id = %id, upstream = %up, "Message failed; kept in the queue for inspection.");

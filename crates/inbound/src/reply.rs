@@ -65,20 +65,13 @@ pub fn bye(hostname: &str) -> String {
     format!("221 2.0.0 {hostname} closing connection\r\n")
 }
 
-/// The EHLO reply: our extensions, one per line.
+/// The EHLO reply: our extensions, one per line. SMTPUTF8 is not
+/// advertised because Postmark does not offer it upstream (the parameter is
+/// still accepted from clients that send it anyway).
 pub fn ehlo(hostname: &str, peer: &str, max_size: u64, accept_auth: bool) -> String {
     let mut lines = vec![format!("{hostname} greets {peer}")];
     lines.push(format!("SIZE {max_size}"));
-    lines.extend(
-        [
-            "8BITMIME",
-            "PIPELINING",
-            "ENHANCEDSTATUSCODES",
-            "CHUNKING",
-            "SMTPUTF8",
-        ]
-        .map(String::from),
-    );
+    lines.extend(["8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "CHUNKING"].map(String::from));
     if accept_auth {
         lines.push("AUTH PLAIN LOGIN".into());
     }

@@ -157,11 +157,18 @@ pub fn finish(
     }
 }
 
-/// The first non-delivered reply of an attempt, as the message's last error.
+/// The message's last error after an attempt: a deferred recipient's reply
+/// (why it waits), else a failed one's.
 fn first_problem(outcomes: &[(i64, Outcome)]) -> Option<String> {
-    outcomes.iter().find_map(|(_, o)| match o {
-        Outcome::Delivered(_) => None,
-        Outcome::Deferred(r) | Outcome::Failed(r) => Some(r.clone()),
+    let deferred = outcomes.iter().find_map(|(_, o)| match o {
+        Outcome::Deferred(r) => Some(r.clone()),
+        _ => None,
+    });
+    deferred.or_else(|| {
+        outcomes.iter().find_map(|(_, o)| match o {
+            Outcome::Failed(r) => Some(r.clone()),
+            _ => None,
+        })
     })
 }
 
