@@ -37,3 +37,31 @@ fn config_with_a_bad_file_exits_64_and_names_the_key() {
         );
     }
 }
+
+#[test]
+fn a_bad_command_line_exits_64_and_help_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = run_cli(&["serve", "--no-such-flag"], &file);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_cli(&["--help"], &file);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "serve",
+        "config",
+        "POSTMARK_SERVER_TOKEN",
+        "POSTMARK_RELAY_<SECTION>__<KEY>",
+    ] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
+    }
+}

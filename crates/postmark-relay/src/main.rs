@@ -15,7 +15,15 @@ use clap::Parser;
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version land here too, and exit 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let loaded = match relay_config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
