@@ -163,6 +163,12 @@ impl Relay {
         self.dir.clone()
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hup(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    }
+
     /// SIGTERM, then the exit status (waits at most 40 s).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -191,9 +197,18 @@ impl Relay {
 }
 
 impl Drop for Relay {
+    /// Stops the relay, then checks the promise every test relies on: the
+    /// token never appears in the log, at any level the tests run.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            // Let the reader thread take the last lines.
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(line) = self.logs().iter().find(|l| l.contains(TOKEN)) {
+                panic!("the token appeared in the log: {line}");
+            }
+        }
     }
 }
 

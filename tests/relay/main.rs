@@ -3,6 +3,8 @@
 //! loopback TCP with ports chosen by the OS.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+mod admin;
+mod check;
 mod clients;
 mod config_command;
 mod credentials;
@@ -10,7 +12,10 @@ mod durability;
 mod harness;
 mod limits;
 mod pooling;
+mod queue_cmd;
 mod relaying;
 mod retries;
+mod rewrite;
 mod routing;
+mod sendmail;
 mod smuggling;

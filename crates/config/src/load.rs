@@ -104,6 +104,7 @@ fn read_sections(figment: &Figment, p: &mut Problems) -> Sections {
         upstreams: upstreams(figment, p),
         routing: section(figment, "routing", p),
         retry: section(figment, "retry", p),
+        rewrite: section(figment, "rewrite", p),
         admin: section(figment, "admin", p),
         log: section(figment, "log", p),
     }

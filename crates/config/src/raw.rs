@@ -14,13 +14,14 @@ pub(crate) const TRANSACTIONAL: &str = "transactional";
 pub(crate) const BROADCAST: &str = "broadcast";
 
 /// The top-level tables, in the order DESIGN.md lists them.
-pub(crate) const SECTIONS: [&str; 8] = [
+pub(crate) const SECTIONS: [&str; 9] = [
     "server",
     "queue",
     "postmark",
     "upstreams",
     "routing",
     "retry",
+    "rewrite",
     "admin",
     "log",
 ];
@@ -37,6 +38,7 @@ pub(crate) struct RawConfig {
     pub upstreams: RawUpstreams,
     pub routing: RawRouting,
     pub retry: RawRetry,
+    pub rewrite: RawRewrite,
     pub admin: RawAdmin,
     pub log: RawLog,
 }
@@ -50,6 +52,7 @@ impl Default for RawConfig {
             upstreams: default_upstreams(),
             routing: RawRouting::default(),
             retry: RawRetry::default(),
+            rewrite: RawRewrite::default(),
             admin: RawAdmin::default(),
             log: RawLog::default(),
         }
@@ -241,6 +244,16 @@ impl Default for RawRetry {
             give_up_after: "72h".into(),
         }
     }
+}
+
+/// `[rewrite]`; `sender = ""` (the default) turns rewriting off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawRewrite {
+    #[serde(deserialize_with = "lenient::one_or_many")]
+    pub verified_domains: Vec<String>,
+    #[serde(deserialize_with = "lenient::text")]
+    pub sender: String,
 }
 
 /// `[admin]`; `listen = ""` disables the endpoint.

@@ -3,8 +3,8 @@
 //! except for the tokens.
 
 use crate::raw::{
-    RawAdmin, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRouting, RawRule, RawServer,
-    RawUpstream,
+    RawAdmin, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawRule,
+    RawServer, RawUpstream,
 };
 use crate::units::{format_duration, format_size};
 use crate::{Config, LogFormat, Secret, TlsMode};
@@ -86,6 +86,10 @@ fn to_raw(config: &Config) -> RawConfig {
             max_delay: format_duration(config.retry.max_delay),
             multiplier: config.retry.multiplier,
             give_up_after: format_duration(config.retry.give_up_after),
+        },
+        rewrite: RawRewrite {
+            verified_domains: config.rewrite.verified_domains.clone(),
+            sender: config.rewrite.sender.clone().unwrap_or_default(),
         },
         admin: RawAdmin {
             listen: config

@@ -114,6 +114,10 @@ fn defaults_equal_design() {
                 format: LogFormat::Text,
                 level: "info".into(),
             },
+            rewrite: Rewrite {
+                verified_domains: vec![],
+                sender: None,
+            },
         };
         assert_eq!(load_ok(jail, None), expected);
     });
@@ -554,6 +558,129 @@ fn redacted_defaults_show_empty_tokens_and_round_trip() {
         let text = to_redacted_toml(&config);
         assert!(!text.contains("***"), "{text}");
         assert!(text.contains("server_token = \"\""), "{text}");
+        file(jail, "printed.toml", &text);
+        assert_eq!(load_ok(jail, Some("printed.toml")), config);
+    });
+}
+
+#[test]
+fn rewrite_from_file_lowercases_domains_and_keeps_the_sender() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[rewrite]\nverified_domains = [\" Example.COM \", \"mail.example.org\"]\nsender = \"NoReply@EXAMPLE.com\"\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(
+            config.rewrite,
+            Rewrite {
+                verified_domains: vec!["example.com".into(), "mail.example.org".into()],
+                sender: Some("NoReply@EXAMPLE.com".into()),
+            }
+        );
+    });
+}
+
+#[test]
+fn rewrite_from_env_accepts_a_single_domain_or_an_array() {
+    jail(|jail| {
+        jail.set_env("POSTMARK_RELAY_REWRITE__SENDER", "noreply@example.com");
+        jail.set_env("POSTMARK_RELAY_REWRITE__VERIFIED_DOMAINS", "example.com");
+        let config = load_ok(jail, None);
+        assert_eq!(config.rewrite.verified_domains, ["example.com"]);
+        assert_eq!(
+            config.rewrite.sender.as_deref(),
+            Some("noreply@example.com")
+        );
+
+        jail.set_env(
+            "POSTMARK_RELAY_REWRITE__VERIFIED_DOMAINS",
+            r#"["example.org","example.com"]"#,
+        );
+        let config = load_ok(jail, None);
+        assert_eq!(
+            config.rewrite.verified_domains,
+            ["example.org", "example.com"]
+        );
+    });
+}
+
+#[test]
+fn rewrite_domains_without_a_sender_are_kept_but_do_nothing() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[rewrite]\nverified_domains = [\"example.com\"]\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(config.rewrite.sender, None);
+        assert_eq!(config.rewrite.verified_domains, ["example.com"]);
+    });
+}
+
+#[test]
+fn rewrite_sender_needs_verified_domains_naming_key_and_source() {
+    jail(|jail| {
+        jail.set_env("POSTMARK_RELAY_REWRITE__SENDER", "noreply@example.com");
+        let err = load_err(jail, None);
+        let p = problem(&err, "rewrite.verified_domains");
+        assert_eq!(p.source, "default");
+        assert!(p.message.contains("rewrite.sender"), "{p}");
+        assert_eq!(err.problems().len(), 1, "{err}");
+    });
+}
+
+#[test]
+fn rewrite_sender_must_be_at_a_verified_domain() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[rewrite]\nverified_domains = [\"example.com\"]\nsender = \"noreply@mail.example.com\"\n",
+        );
+        let err = load_err(jail, Some("relay.toml"));
+        let p = problem(&err, "rewrite.sender");
+        assert!(p.source.ends_with("relay.toml"), "{p}");
+        assert!(p.message.contains("example.com"), "{p}");
+        assert_eq!(err.problems().len(), 1, "{err}");
+    });
+}
+
+#[test]
+fn rewrite_bad_sender_and_domains_are_each_reported() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[rewrite]\nverified_domains = [\"example.com\", \"*.example.org\", \"a@example.net\"]\n",
+        );
+        jail.set_env("POSTMARK_RELAY_REWRITE__SENDER", "Cron <root@example.com>");
+        let err = load_err(jail, Some("relay.toml"));
+        let sender = problem(&err, "rewrite.sender");
+        assert_eq!(sender.source, "POSTMARK_RELAY_REWRITE__SENDER");
+        assert!(sender.message.contains("noreply@example.com"), "{sender}");
+        let wildcard = problem(&err, "rewrite.verified_domains[1]");
+        assert!(wildcard.source.ends_with("relay.toml"), "{wildcard}");
+        assert!(wildcard.message.contains("subdomains"), "{wildcard}");
+        problem(&err, "rewrite.verified_domains[2]");
+        assert_eq!(err.problems().len(), 3, "{err}");
+    });
+}
+
+#[test]
+fn redacted_toml_shows_rewrite_and_round_trips() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[rewrite]\nverified_domains = [\"Example.com\"]\nsender = \"noreply@example.com\"\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        let text = to_redacted_toml(&config);
+        assert!(text.contains("[rewrite]"), "{text}");
+        assert!(text.contains("sender = \"noreply@example.com\""), "{text}");
         file(jail, "printed.toml", &text);
         assert_eq!(load_ok(jail, Some("printed.toml")), config);
     });

@@ -24,6 +24,8 @@ pub struct Config {
     pub retry: Retry,
     pub admin: Admin,
     pub log: Log,
+    /// Sender rewriting for apps that send from unverified addresses.
+    pub rewrite: Rewrite,
 }
 
 /// `[server]`: the inbound SMTP listener and its limits.
@@ -131,6 +133,20 @@ pub struct Retry {
     pub multiplier: f64,
     /// After this long since receipt a message is marked failed.
     pub give_up_after: Duration,
+}
+
+/// `[rewrite]`: replace senders Postmark would reject (`root@localhost`,
+/// unverified domains) with one verified sender, because legacy apps often
+/// cannot be taught a new From address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rewrite {
+    /// Domains verified on the Postmark server, lowercased. Exact matches
+    /// only: `example.com` does not cover `mail.example.com`.
+    pub verified_domains: Vec<String>,
+    /// The verified address that replaces an unverified envelope sender
+    /// and `From:`; `None` turns rewriting off. Its domain is in
+    /// `verified_domains`.
+    pub sender: Option<String>,
 }
 
 /// `[admin]`: the HTTP admin endpoint.

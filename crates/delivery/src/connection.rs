@@ -1,9 +1,11 @@
 //! Opening an authenticated connection to an upstream: TCP, STARTTLS (or
 //! implicit TLS, or none to loopback), EHLO, AUTH with the token twice.
+//! Done step by step (not with mail-send's all-in-one builder) so that
+//! `check` can name the [`Phase`] that failed.
 
-use mail_send::{Credentials, SmtpClient, SmtpClientBuilder};
+use mail_send::{Credentials, SmtpClient};
 use relay_config::TlsMode;
-use smtp_proto::EXT_PIPELINING;
+use smtp_proto::{EXT_PIPELINING, EXT_START_TLS};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -15,6 +17,17 @@ use crate::Upstream;
 pub enum Connection {
     Tls(Box<Session<TlsStream<TcpStream>>>),
     Plain(Session<TcpStream>),
+}
+
+impl Connection {
+    /// Says QUIT and closes, for one-off connections (`check`,
+    /// `send-test`); a failure here changes nothing, so it is ignored.
+    pub(crate) async fn quit(self) {
+        let _ = match self {
+            Connection::Tls(s) => s.client.quit().await,
+            Connection::Plain(s) => s.client.quit().await,
+        };
+    }
 }
 
 /// A client plus what its EHLO told us.
@@ -35,41 +48,105 @@ pub enum ConnectError {
     Transient(String),
 }
 
+/// The step of opening a connection that failed, so `check` can say
+/// where it went wrong (the daemon only needs [`ConnectError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The server's `220` greeting.
+    Greeting,
+    /// EHLO before STARTTLS.
+    Ehlo,
+    /// STARTTLS offered and accepted.
+    StartTls,
+    /// The TLS handshake, including the certificate check.
+    TlsHandshake,
+    /// EHLO over TLS, then AUTH with the token.
+    Auth,
+}
+
 /// Connects and authenticates.
 pub async fn connect(up: &Upstream) -> Result<Connection, ConnectError> {
-    let builder =
-        SmtpClientBuilder::new_with_tls_connector(up.host.clone(), up.port, up.connector.clone())
-            .implicit_tls(up.tls == TlsMode::Implicit)
-            .helo_host(up.helo.clone())
-            .timeout(up.timeout)
-            // EHLO and AUTH are done below, so that we keep the capabilities.
-            .say_ehlo(false);
-    let describe = |e: mail_send::Error| describe(up, e);
+    let tcp = tokio::time::timeout(up.timeout, TcpStream::connect((up.host.as_str(), up.port)))
+        .await
+        .map_err(|_| mail_send::Error::Timeout)
+        .and_then(|r| r.map_err(mail_send::Error::Io))
+        .map_err(|e| describe(up, e))?;
+    open(up, tcp).await.map_err(|(_, e)| describe(up, e))
+}
+
+/// Greeting, STARTTLS (or implicit TLS, or none), EHLO and AUTH over an
+/// already connected socket; on failure, says in which phase.
+pub(crate) async fn open(
+    up: &Upstream,
+    tcp: TcpStream,
+) -> Result<Connection, (Phase, mail_send::Error)> {
+    let _ = tcp.set_nodelay(true);
+    let mut client = SmtpClient {
+        stream: tcp,
+        timeout: up.timeout,
+    };
     Ok(match up.tls {
         TlsMode::None => {
-            let client = builder.connect_plain().await.map_err(describe)?;
-            let _ = client.stream.set_nodelay(true);
+            greeting(&mut client).await?;
             Connection::Plain(authenticate(up, client).await?)
         }
-        TlsMode::StartTls | TlsMode::Implicit => {
-            let client = builder.connect().await.map_err(describe)?;
-            let _ = client.stream.get_ref().0.set_nodelay(true);
+        TlsMode::Implicit => {
+            let mut client = client
+                .into_tls(&up.connector, &up.host)
+                .await
+                .map_err(|e| (Phase::TlsHandshake, e))?;
+            greeting(&mut client).await?;
+            Connection::Tls(Box::new(authenticate(up, client).await?))
+        }
+        TlsMode::StartTls => {
+            greeting(&mut client).await?;
+            let ehlo = client.ehlo(&up.helo).await.map_err(|e| (Phase::Ehlo, e))?;
+            if !ehlo.has_capability(EXT_START_TLS) {
+                return Err((Phase::StartTls, mail_send::Error::MissingStartTls));
+            }
+            let reply = client
+                .cmd(b"STARTTLS\r\n")
+                .await
+                .map_err(|e| (Phase::StartTls, e))?;
+            if reply.code / 100 != 2 {
+                return Err((Phase::StartTls, mail_send::Error::UnexpectedReply(reply)));
+            }
+            let client = client
+                .into_tls(&up.connector, &up.host)
+                .await
+                .map_err(|e| (Phase::TlsHandshake, e))?;
             Connection::Tls(Box::new(authenticate(up, client).await?))
         }
     })
 }
 
+/// Waits (bounded, unlike mail-send's `read`) for the `220` greeting.
+async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+) -> Result<(), (Phase, mail_send::Error)> {
+    let reply = tokio::time::timeout(client.timeout, client.read())
+        .await
+        .map_err(|_| mail_send::Error::Timeout)
+        .and_then(|r| r)
+        .map_err(|e| (Phase::Greeting, e))?;
+    if reply.code / 100 != 2 {
+        return Err((Phase::Greeting, mail_send::Error::UnexpectedReply(reply)));
+    }
+    Ok(())
+}
+
 async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     up: &Upstream,
     mut client: SmtpClient<T>,
-) -> Result<Session<T>, ConnectError> {
-    let capabilities = client.ehlo(&up.helo).await.map_err(|e| describe(up, e))?;
+) -> Result<Session<T>, (Phase, mail_send::Error)> {
+    let fail = |e| (Phase::Auth, e);
+    let capabilities = client.ehlo(&up.helo).await.map_err(fail)?;
     let token = up.token.expose().to_string();
     let credentials = Credentials::new(token.clone(), token);
     client
         .authenticate(&credentials, &capabilities)
         .await
-        .map_err(|e| describe(up, e))?;
+        .map_err(fail)?;
     Ok(Session {
         client,
         pipelining: capabilities.has_capability(EXT_PIPELINING),

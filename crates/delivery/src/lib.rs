@@ -11,14 +11,17 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+pub mod metrics;
 pub mod outcome;
 mod pause;
+pub mod probe;
 mod tls;
 mod transaction;
 mod upstream;
 mod worker;
 
 pub use connection::{connect, ConnectError, Connection};
+pub use metrics::Metrics;
 pub use pause::Pause;
 pub use tls::{connector, TlsSetupError};
 pub use transaction::{dot_stuff, MAX_RCPT_PER_TRANSACTION};
@@ -36,6 +39,7 @@ use tokio_util::task::TaskTracker;
 pub fn spawn<Q: Queue>(
     upstream: Upstream,
     queue: Q,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Pause> {
@@ -47,6 +51,7 @@ pub fn spawn<Q: Queue>(
             queue: queue.clone(),
             pause: pause.clone(),
             shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
             id,
         };
         tracker.spawn(worker.run());

@@ -13,9 +13,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{connect, ConnectError, Connection};
+use crate::metrics::{failure_class, upstream as upstream_label, Metrics};
 use crate::pause::Pause;
 use crate::transaction::{relay, Attempted};
 use crate::Upstream;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// How long a claimed message stays ours: longer than any attempt can take.
 const LEASE: Duration = Duration::from_secs(600);
@@ -33,12 +35,31 @@ pub(crate) struct Worker<Q> {
     pub queue: Q,
     pub pause: Arc<Pause>,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
     pub id: usize,
+}
+
+/// An open connection and when it was last used; counted in the
+/// `upstream_connections` gauge for as long as it exists.
+struct Pooled {
+    conn: Connection,
+    used: Instant,
+    _open: OpenGauge,
+}
+
+/// Decrements the open-connections gauge when the connection goes away,
+/// whichever way it goes.
+struct OpenGauge(Gauge);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl<Q: Queue> Worker<Q> {
     pub async fn run(self) {
-        let mut connection: Option<(Connection, Instant)> = None;
+        let mut connection: Option<Pooled> = None;
         let mut reconnect_wait = RECONNECT_FIRST;
         let arrivals = self.queue.arrivals();
         loop {
@@ -65,7 +86,7 @@ impl<Q: Queue> Worker<Q> {
             let Some(message) = claimed.into_iter().next() else {
                 if connection
                     .as_ref()
-                    .is_some_and(|(_, used)| used.elapsed() > IDLE_CLOSE)
+                    .is_some_and(|p| p.used.elapsed() > IDLE_CLOSE)
                 {
                     connection = None;
                 }
@@ -90,9 +111,17 @@ impl<Q: Queue> Worker<Q> {
                 }
             }
         }
-        if let Some((Connection::Tls(s), _)) = connection {
+        if let Some(Pooled {
+            conn: Connection::Tls(s),
+            ..
+        }) = connection
+        {
             let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
-        } else if let Some((Connection::Plain(s), _)) = connection {
+        } else if let Some(Pooled {
+            conn: Connection::Plain(s),
+            ..
+        }) = connection
+        {
             let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
         }
     }
@@ -110,23 +139,29 @@ impl<Q: Queue> Worker<Q> {
 
     /// Delivers one claimed message. `Err` means the upstream could not be
     /// reached, and the worker should wait before trying again.
-    async fn deliver(
-        &self,
-        message: Claimed,
-        connection: &mut Option<(Connection, Instant)>,
-    ) -> Result<(), ()> {
+    async fn deliver(&self, message: Claimed, connection: &mut Option<Pooled>) -> Result<(), ()> {
         let body = with_stream_header(&message);
         for try_number in 0..2 {
             let reused = connection.is_some();
             let conn = match connection {
-                Some((conn, _)) => conn,
+                Some(pooled) => &mut pooled.conn,
                 None => match connect(&self.upstream).await {
                     Ok(conn) => {
                         if self.pause.resume() {
                             tracing::info!(upstream = %self.upstream.name, "Upstream accepted our credentials again; delivery resumed.");
                         }
                         tracing::debug!(upstream = %self.upstream.name, worker = self.id, "Connected and authenticated.");
-                        &mut connection.insert((conn, Instant::now())).0
+                        let gauge = self
+                            .metrics
+                            .connections
+                            .get_or_create_owned(&upstream_label(&self.upstream.name));
+                        gauge.inc();
+                        let pooled = Pooled {
+                            conn,
+                            used: Instant::now(),
+                            _open: OpenGauge(gauge),
+                        };
+                        &mut connection.insert(pooled).conn
                     }
                     Err(ConnectError::Credentials(reason)) => {
                         self.credentials_refused(&reason);
@@ -155,8 +190,8 @@ impl<Q: Queue> Worker<Q> {
                     tracing::debug!(upstream = %self.upstream.name, error = %reason, "Pooled connection was stale; reconnecting.");
                     continue;
                 }
-            } else if let Some((_, used)) = connection {
-                *used = Instant::now();
+            } else if let Some(pooled) = connection {
+                pooled.used = Instant::now();
             }
             self.finish(&message, attempted).await;
             return Ok(());
@@ -220,9 +255,19 @@ impl<Q: Queue> Worker<Q> {
                 _ => None,
             })
         });
+        let first_failure = outcomes.iter().find_map(|(_, o)| match o {
+            Outcome::Failed(r) => Some(r.clone()),
+            _ => None,
+        });
         let up = &self.upstream.name;
         let id = &message.id;
+        let labels = upstream_label(up);
         if delivered > 0 {
+            self.metrics.relayed.get_or_create(&labels).inc();
+            let age = SystemTime::now()
+                .duration_since(message.received_at)
+                .unwrap_or_default();
+            self.metrics.latency.observe(age.as_secs_f64());
             tracing::info!(queue_id = %id, upstream = %up, stream = message.stream.as_deref().unwrap_or(""), recipients = delivered, reply = reply.as_deref().unwrap_or(""), "Message relayed.");
         }
         for (idx, outcome) in &outcomes {
@@ -237,6 +282,7 @@ impl<Q: Queue> Worker<Q> {
         }
         match self.queue.finish(id, outcomes, error.clone()).await {
             Ok(Finished::Deferred(next)) => {
+                self.metrics.deferred.get_or_create(&labels).inc();
                 let in_secs = next
                     .duration_since(SystemTime::now())
                     .unwrap_or_default()
@@ -244,6 +290,14 @@ impl<Q: Queue> Worker<Q> {
                 tracing::warn!(queue_id = %id, upstream = %up, recipients = deferred, reason = wait_reason.unwrap_or_default(), next_attempt_in_s = in_secs, "Message deferred.");
             }
             Ok(Finished::Failed) => {
+                let class = failure_class(first_failure.as_deref().unwrap_or("gave up"));
+                self.metrics
+                    .failed
+                    .get_or_create(&vec![
+                        ("upstream", up.to_string()),
+                        ("reason", class.to_string()),
+                    ])
+                    .inc();
                 tracing::warn!(queue_id = %id, upstream = %up, "Message failed; kept in the queue for inspection.");
             }
             Ok(Finished::Delivered) => {}

@@ -18,6 +18,7 @@ mod session;
 mod store;
 mod trace;
 
+pub use date::rfc5322;
 pub use decoder::{Decoder, Progress};
 pub use listener::{bind, serve, BindError};
 pub use session::{Session, MAX_LINE};

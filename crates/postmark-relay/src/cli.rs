@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A local SMTP relay for Postmark.
 ///
@@ -32,10 +32,96 @@ pub enum Command {
     /// Without a Server API Token the daemon still accepts and queues mail,
     /// and says in its log that delivery is held until a token is set.
     /// SIGTERM or SIGINT: stop accepting, finish what is in flight, exit 0.
+    /// SIGHUP: reload routing rules, token and retry policy.
     Serve,
     /// Print the effective configuration (file + environment + defaults),
     /// with the token redacted.
     Config,
+    /// Validate the config, then connect, STARTTLS and AUTH to every
+    /// upstream; print a verdict per upstream with a fix for each failure.
+    /// Exits 0 only if every upstream passes.
+    Check,
+    /// Send one small test message through the real upstream (not the
+    /// queue) and print Postmark's reply.
+    SendTest(SendTestArgs),
+    /// Inspect and manage the queue (works while `serve` runs).
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// sendmail-compatible submission: read a message on stdin and hand it
+    /// to the running relay over SMTP (also when invoked as `sendmail`).
+    /// Takes sendmail(8)'s options: -t -i -oi -f FROM -F NAME [RCPT...];
+    /// `sendmail --help` prints them.
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailArgs),
+    /// Exit 0 when the admin endpoint reports healthy (for container
+    /// HEALTHCHECKs in images without curl).
+    Health,
+}
+
+/// `send-test` options.
+#[derive(Debug, Args)]
+pub struct SendTestArgs {
+    /// Recipient of the test message.
+    #[arg(long, value_name = "ADDR")]
+    pub to: String,
+    /// Sender [default: postmark-relay@<server.hostname>]; must be on a
+    /// verified domain or sender signature in Postmark.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Set X-PM-Message-Stream; streams in routing.broadcast_streams go to
+    /// the broadcast upstream.
+    #[arg(long, value_name = "ID", conflicts_with = "broadcast")]
+    pub stream: Option<String>,
+    /// Same as --stream broadcast.
+    #[arg(long)]
+    pub broadcast: bool,
+}
+
+/// `queue` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued, deferred and failed messages.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only messages in this state.
+        #[arg(long, value_parser = ["queued", "deferred", "failed"])]
+        state: Option<String>,
+    },
+    /// Envelope, route, per-recipient state, attempts and errors of one message.
+    Show {
+        id: String,
+        /// Print the raw message instead.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Make a message (or all) due now; failed recipients are tried again.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Drop a message from the queue.
+    Delete { id: String },
+    /// Counts by state and upstream, and the oldest message's age.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `sendmail` options, as sendmail(8) takes them.
+#[derive(Debug, Args)]
+pub struct SendmailArgs {
+    /// Every argument after `sendmail`, parsed sendmail-style.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
 }
 
 const ENV_HELP: &str = "\
@@ -45,5 +131,6 @@ Environment:
   POSTMARK_RELAY_<SECTION>__<KEY>   override any key, e.g. POSTMARK_RELAY_SERVER__LISTEN=127.0.0.1:2525
   RUST_LOG                          log filter; wins over log.level
 
-Exit codes: 0 ok, 64 bad usage or configuration, 1 runtime failure.
+Exit codes: 0 ok, 64 bad usage or configuration, 1 runtime failure
+(sendmail: 75 relay unreachable or temporary failure, 69 rejected).
 Reference for every key: config/relay.toml.";

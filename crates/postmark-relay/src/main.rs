@@ -2,19 +2,32 @@
 //! over to the command. No protocol logic lives here.
 #![forbid(unsafe_code)]
 
+mod admin;
+mod check;
 mod cli;
+mod delivery;
+mod health;
 mod logging;
+mod queue_cmd;
+mod reload;
+mod send_test;
+mod sendmail;
 mod serve;
 mod store;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use cli::Command;
 
 /// sysexits' EX_USAGE: bad command line or configuration.
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // Installed as /usr/sbin/sendmail (a symlink), behave as sendmail(8).
+    if sendmail::invoked_as_sendmail() {
+        return sendmail::run(None, std::env::args().skip(1).collect());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version land here too, and exit 0.
@@ -24,6 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Command::Sendmail(args) = cli.command {
+        return sendmail::run(cli.config, args.args);
+    }
     let loaded = match relay_config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -32,11 +48,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        cli::Command::Config => {
+        Command::Config => {
             print!("{}", relay_config::to_redacted_toml(&loaded.config));
             ExitCode::SUCCESS
         }
-        cli::Command::Serve => {
+        Command::Serve => {
             logging::init(&loaded.config.log);
             match serve::run(loaded) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -47,5 +63,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check => check::run(&loaded),
+        Command::SendTest(args) => send_test::run(&loaded.config, &args),
+        Command::Queue(command) => queue_cmd::run(&loaded.config, command),
+        Command::Health => health::run(&loaded.config),
+        Command::Sendmail(_) => unreachable!("handled before loading the config"),
     }
 }

@@ -1,22 +1,25 @@
-//! `serve`: wires inbound → routing → queue → delivery, then waits for a
-//! signal and shuts down gracefully.
+//! `serve`: wires inbound → routing → queue → delivery, plus the admin
+//! endpoint and SIGHUP reloads, then waits for SIGTERM/SIGINT and shuts
+//! down gracefully.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
 use relay_config::{Config, Loaded};
 use relay_queue::{Queue, RetryPolicy, SqliteQueue};
-use relay_routing::Router;
+use relay_routing::{Router, SenderRewrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Admin;
+use crate::delivery::Delivery;
+use crate::reload::Reloader;
 use crate::store::RoutedStore;
 
 /// How long sessions and deliveries in flight get to finish on SIGTERM.
 const GRACE: Duration = Duration::from_secs(30);
-/// Timeout for connecting to and every command with an upstream.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the "delivery held" reminder repeats.
 const HELD_REMINDER: Duration = Duration::from_secs(300);
 
@@ -31,9 +34,11 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
 
 async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let Loaded { config, file } = loaded;
-    let source = file.map_or("built-in defaults and environment".to_string(), |f| {
-        f.display().to_string()
-    });
+    let source = file
+        .as_ref()
+        .map_or("built-in defaults and environment".to_string(), |f| {
+            f.display().to_string()
+        });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
 
     let queue =
@@ -45,20 +50,68 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         })?;
     let router = Router::new(&config.routing).context("compiling routing rules")?;
     let listeners = relay_inbound::bind(&config.server.listen).await?;
+    let admin_listener = match config.admin.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("admin.listen = {addr}: cannot listen (set admin.listen = \"\" to disable)")
+        })?),
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let deliveries = TaskTracker::new();
+    let metrics = Arc::new(relay_delivery::Metrics::default());
+    let received = Counter::default();
 
-    let held = start_delivery(&config, &queue, &shutdown, &deliveries)?;
-    if !held.is_empty() {
-        tokio::spawn(remind_held(held, queue.clone(), shutdown.clone()));
-    }
+    let delivery = Arc::new(Delivery::start(
+        &config,
+        queue.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        deliveries.clone(),
+    )?);
+    tokio::spawn(remind_held(
+        delivery.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    ));
 
-    let store = Arc::new(RoutedStore {
+    let rewrite = SenderRewrite::new(&config.rewrite);
+    let store = Arc::new(RoutedStore::new(
         router,
+        rewrite,
+        queue.clone(),
+        received.clone(),
+    ));
+    if let Some(listener) = admin_listener {
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %address, "Admin endpoint listening: /healthz /readyz /metrics.");
+        let admin = Admin::new(
+            received,
+            &metrics,
+            queue.clone(),
+            config.queue.path.clone(),
+            delivery.clone(),
+            sessions.clone(),
+        );
+        tokio::spawn(crate::admin::serve(
+            listener,
+            Arc::new(admin),
+            shutdown.clone(),
+        ));
+    }
+    let reloader = Reloader {
+        file,
+        running: std::sync::Mutex::new(config.clone()),
         queue: queue.clone(),
-    });
+        store: store.clone(),
+        delivery: delivery.clone(),
+    };
+    tokio::spawn(reloader.watch(shutdown.clone()));
+
     let inbound = tokio::spawn(relay_inbound::serve(
         listeners,
         Arc::new(config.server.clone()),
@@ -87,7 +140,8 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn retry_policy(config: &Config) -> RetryPolicy {
+/// The queue's retry schedule from `[retry]`.
+pub fn retry_policy(config: &Config) -> RetryPolicy {
     RetryPolicy {
         initial_delay: config.retry.initial_delay,
         max_delay: config.retry.max_delay,
@@ -96,48 +150,24 @@ fn retry_policy(config: &Config) -> RetryPolicy {
     }
 }
 
-/// Starts workers for every upstream with a token; returns the names of
-/// those without one (their mail is held in the queue).
-fn start_delivery(
-    config: &Config,
-    queue: &SqliteQueue,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-) -> anyhow::Result<Vec<String>> {
-    let mut held = Vec::new();
-    for (name, upstream) in &config.upstreams {
-        let Some(token) = upstream.token(&config.postmark) else {
-            held.push(name.clone());
-            continue;
-        };
-        let runtime = relay_delivery::Upstream::new(
-            name,
-            upstream,
-            token.clone(),
-            &config.server.hostname,
-            UPSTREAM_TIMEOUT,
-        )
-        .with_context(|| format!("upstreams.{name}"))?;
-        tracing::info!(upstream = %name, host = %upstream.host, port = upstream.port, tls = ?upstream.tls, connections = upstream.connections, "Delivering to upstream.");
-        relay_delivery::spawn(runtime, queue.clone(), shutdown.clone(), tracker);
-    }
-    Ok(held)
-}
-
-/// Says, at start and then periodically, that mail is being held.
-async fn remind_held(held: Vec<String>, queue: SqliteQueue, shutdown: CancellationToken) {
+/// Says, at start and then periodically, that mail is being held for
+/// upstreams without a token.
+async fn remind_held(delivery: Arc<Delivery>, queue: SqliteQueue, shutdown: CancellationToken) {
     loop {
-        let waiting = queue.waiting().await.unwrap_or_default();
-        let count: u64 = waiting
-            .iter()
-            .filter(|(u, _)| held.contains(u))
-            .map(|(_, n)| n)
-            .sum();
-        tracing::warn!(
-            upstreams = %held.join(","),
-            queued = count,
-            "Delivery held: no Server API Token is configured. Mail is accepted and queued; set POSTMARK_SERVER_TOKEN (or postmark.server_token / server_token_file) and restart to deliver it."
-        );
+        let held = delivery.held();
+        if !held.is_empty() {
+            let waiting = queue.waiting().await.unwrap_or_default();
+            let count: u64 = waiting
+                .iter()
+                .filter(|(u, _)| held.contains(u))
+                .map(|(_, n)| n)
+                .sum();
+            tracing::warn!(
+                upstreams = %held.join(","),
+                queued = count,
+                "Delivery held: no Server API Token is configured. Mail is accepted and queued; set POSTMARK_SERVER_TOKEN (or postmark.server_token / server_token_file) and restart or send SIGHUP to deliver it."
+            );
+        }
         tokio::select! {
             _ = tokio::time::sleep(HELD_REMINDER) => {}
             _ = shutdown.cancelled() => return,

@@ -1,20 +1,84 @@
 //! The seam between inbound and the queue: each received message is routed
-//! here, then committed to the queue with its route.
+//! here, its sender rewritten if `[rewrite]` says so, then committed to the
+//! queue with its route.
 
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::metrics::counter::Counter;
 use relay_inbound::{ReceivedMessage, Store, StoreError};
 use relay_queue::{NewMessage, Queue};
-use relay_routing::Router;
+use relay_routing::{Router, SenderRewrite};
 
-/// Routes each message and stores it in the queue.
+/// Routes each message, rewrites its sender when needed, and stores it in
+/// the queue.
 pub struct RoutedStore<Q> {
-    pub router: Router,
-    pub queue: Q,
+    /// Replaced on reload; sessions pick up the new rules at once.
+    rules: RwLock<Arc<Rules>>,
+    queue: Q,
+    received: Counter,
+}
+
+/// The router and the sender rewrite, swapped together on reload so no
+/// message sees new routing with an old rewrite or the other way round.
+struct Rules {
+    router: Arc<Router>,
+    /// `None`: rewriting off.
+    rewrite: Option<SenderRewrite>,
+}
+
+impl<Q> RoutedStore<Q> {
+    /// A store routing with `router` and rewriting with `rewrite` (`None`:
+    /// off) into `queue`, counting in `received`.
+    pub fn new(
+        router: Router,
+        rewrite: Option<SenderRewrite>,
+        queue: Q,
+        received: Counter,
+    ) -> Self {
+        RoutedStore {
+            rules: RwLock::new(Arc::new(Rules {
+                router: Arc::new(router),
+                rewrite,
+            })),
+            queue,
+            received,
+        }
+    }
+
+    /// Uses `router` and `rewrite` for every message from now on.
+    pub fn set_rules(&self, router: Arc<Router>, rewrite: Option<SenderRewrite>) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Rules { router, rewrite });
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl<Q: Queue> Store for RoutedStore<Q> {
-    async fn store(&self, m: ReceivedMessage) -> Result<(), StoreError> {
-        let route = self.router.route(&m.sender, &m.data);
+    async fn store(&self, mut m: ReceivedMessage) -> Result<(), StoreError> {
+        let rules = self.rules();
+        // Route on the original sender and headers, then rewrite: rules are
+        // written against what the app sends, not against the one verified
+        // sender every rewritten message ends up with.
+        let route = rules.router.route(&m.sender, &m.data);
         let (id, client, size, rcpt_count) = (m.id.clone(), m.client, m.size, m.recipients.len());
+        if let Some(rewritten) = rules
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.apply(&m.sender, &m.data))
+        {
+            tracing::info!(
+                queue_id = %id,
+                original_sender = %rewritten.original_sender,
+                sender = %rewritten.sender,
+                original_from = rewritten.original_from.as_deref().unwrap_or(""),
+                "Sender rewritten."
+            );
+            m.sender = rewritten.sender;
+            m.data = rewritten.message;
+        }
         let sender = m.sender.clone();
         self.queue
             .enqueue(NewMessage {
@@ -29,6 +93,7 @@ impl<Q: Queue> Store for RoutedStore<Q> {
             })
             .await
             .map_err(|e| StoreError(e.to_string()))?;
+        self.received.inc();
         tracing::info!(
             queue_id = %id,
             %client,

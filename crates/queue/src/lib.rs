@@ -39,6 +39,11 @@
 
 mod backoff;
 mod error;
+/// Values the [`Inspector`] reports, shaped like `queue list --json`.
+mod info;
+/// Listing, retrying, deleting and counting messages from another process
+/// (the `queue` CLI) or from `serve` itself (admin metrics).
+mod inspect;
 mod message;
 mod schema;
 mod sqlite;
@@ -47,6 +52,10 @@ pub mod writer;
 
 pub use backoff::RetryPolicy;
 pub use error::QueueError;
+pub use info::{
+    format_time, Deleted, MessageInfo, RecipientInfo, RecipientState, StateCounts, Stats,
+};
+pub use inspect::{Inspector, BUSY_TIMEOUT};
 pub use message::{Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
 pub use sqlite::SqliteQueue;
 

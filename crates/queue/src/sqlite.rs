@@ -1,6 +1,7 @@
 //! [`SqliteQueue`]: the handle sessions and delivery workers share.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,9 @@ use crate::{
 pub struct SqliteQueue {
     ops: Sender<Op>,
     arrivals: Arc<Notify>,
+    /// Whether the writer's last commit succeeded (false after e.g. a full
+    /// disk, until a commit works again).
+    healthy: Arc<AtomicBool>,
 }
 
 impl SqliteQueue {
@@ -35,14 +39,48 @@ impl SqliteQueue {
         let (ops, rx) = mpsc::channel();
         let arrivals = Arc::new(Notify::new());
         let notify = arrivals.clone();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer_healthy = healthy.clone();
         std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || writer::run(conn, rx, policy, notify))
+            .spawn(move || writer::run(conn, rx, policy, notify, writer_healthy))
             .map_err(|source| QueueError::Folder {
                 path: folder.to_path_buf(),
                 source,
             })?;
-        Ok(SqliteQueue { ops, arrivals })
+        Ok(SqliteQueue {
+            ops,
+            arrivals,
+            healthy,
+        })
+    }
+
+    /// Whether the queue can take new messages now: the writer answers, can
+    /// take the write lock, and its last commit did not fail.
+    pub async fn check_writable(&self) -> Result<(), QueueError> {
+        self.ask(Op::Ping).await?;
+        if self.healthy.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(QueueError::Commit(
+                "the last commit failed (disk full or I/O error?)".into(),
+            ))
+        }
+    }
+
+    /// Replaces the retry policy (on config reload); applies to every
+    /// attempt recorded from now on.
+    pub async fn set_policy(&self, policy: RetryPolicy) -> Result<(), QueueError> {
+        self.ask(|r| Op::SetPolicy(policy, r)).await
+    }
+
+    /// Routes every waiting message again with `route(sender, head)` (on
+    /// config reload); returns how many changed upstream or stream.
+    pub async fn reroute(
+        &self,
+        route: impl Fn(&str, &[u8]) -> (String, Option<String>) + Send + 'static,
+    ) -> Result<usize, QueueError> {
+        self.ask(|r| Op::Reroute(Box::new(route), r)).await
     }
 
     async fn ask<T>(

@@ -218,3 +218,43 @@ pub fn waiting(conn: &Connection) -> Result<Vec<(String, u64)>, QueueError> {
         .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
         .collect::<Result<_, _>>()?)
 }
+
+/// Takes the write lock without changing anything.
+pub fn ping(conn: &Connection) -> Result<(), QueueError> {
+    conn.execute("UPDATE messages SET id = id WHERE 0", [])?;
+    Ok(())
+}
+
+/// id, sender, first bytes of the message, upstream, stream.
+type RouteRow = (String, String, Vec<u8>, String, Option<String>);
+
+/// Routes every waiting, unleased message again; returns how many changed.
+/// Only the first 64 KiB of each message is read: routing looks at the
+/// header block alone.
+pub fn reroute(
+    conn: &Connection,
+    route: &crate::writer::RouteFn,
+    now: SystemTime,
+) -> Result<usize, QueueError> {
+    let now_ms = millis(now);
+    let rows: Vec<RouteRow> = conn
+        .prepare(
+            "SELECT id, sender, substr(data, 1, 65536), upstream, stream FROM messages
+             WHERE state != 'failed' AND (lease_until IS NULL OR lease_until <= ?1)",
+        )?
+        .query_map(params![now_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut update =
+        conn.prepare_cached("UPDATE messages SET upstream = ?2, stream = ?3 WHERE id = ?1")?;
+    let mut changed = 0;
+    for (id, sender, head, upstream, stream) in rows {
+        let (new_upstream, new_stream) = route(&sender, &head);
+        if new_upstream != upstream || new_stream != stream {
+            update.execute(params![id, new_upstream, new_stream])?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}

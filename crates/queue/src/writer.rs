@@ -7,6 +7,7 @@
 //! does not undo the others — commits once, and only then answers each
 //! request. Many sessions' messages share one fsync.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -39,7 +40,16 @@ pub(crate) enum Op {
     Release(String, Reply<()>),
     NextDue(String, Reply<Option<SystemTime>>),
     Waiting(Reply<Vec<(String, u64)>>),
+    /// Takes a write lock and commits: proves the store is writable.
+    Ping(Reply<()>),
+    /// Replaces the retry policy (config reload).
+    SetPolicy(RetryPolicy, Reply<()>),
+    /// Routes every waiting message again (config reload).
+    Reroute(Box<RouteFn>, Reply<usize>),
 }
+
+/// Decides (upstream, stream) from a message's sender and leading bytes.
+pub type RouteFn = dyn Fn(&str, &[u8]) -> (String, Option<String>) + Send;
 
 /// An answer held back until the batch's commit is known.
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -48,8 +58,9 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 pub(crate) fn run(
     mut conn: Connection,
     ops: Receiver<Op>,
-    policy: RetryPolicy,
+    mut policy: RetryPolicy,
     arrivals: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
 ) {
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
@@ -60,8 +71,21 @@ pub(crate) fn run(
             }
         }
         let added = batch.iter().any(|op| matches!(op, Op::Enqueue(..)));
+        let writes_data = batch
+            .iter()
+            .any(|op| matches!(op, Op::Enqueue(..) | Op::Finish { .. }));
+        // A policy change applies to this batch and every later one.
+        for op in &batch {
+            if let Op::SetPolicy(new, _) = op {
+                policy = new.clone();
+            }
+        }
         let (answers, committed) = commit_batch(&mut conn, batch, &policy);
         let error = committed.err().map(|e| e.to_string());
+        // Only a batch that writes data says whether data can be written.
+        if writes_data {
+            healthy.store(error.is_none(), Ordering::Relaxed);
+        }
         if let Some(e) = &error {
             tracing::error!(error = %e, requests = answers.len(), "Queue commit failed; nothing in this batch was stored.");
         }
@@ -113,6 +137,9 @@ fn commit_batch(
                 apply(&mut tx, reply, |c| store::next_due(c, &upstream))
             }
             Op::Waiting(reply) => apply(&mut tx, reply, store::waiting),
+            Op::Ping(reply) => apply(&mut tx, reply, store::ping),
+            Op::Reroute(route, reply) => apply(&mut tx, reply, |c| store::reroute(c, &*route, now)),
+            Op::SetPolicy(_, reply) => apply(&mut tx, reply, |_| Ok(())),
         });
     }
     let committed = tx.commit().map_err(QueueError::from);
@@ -158,5 +185,7 @@ fn reject(op: Op, message: &str) -> Answer {
         Op::Finish { reply, .. } => fail(reply, message),
         Op::NextDue(_, r) => fail(r, message),
         Op::Waiting(r) => fail(r, message),
+        Op::Ping(r) | Op::SetPolicy(_, r) => fail(r, message),
+        Op::Reroute(_, r) => fail(r, message),
     }
 }

@@ -5,13 +5,18 @@
 //! order, then `routing.default`), glob matching, and the minimal header
 //! parsing it needs. Pure: no I/O, no async, no clock. Must not know: SMTP
 //! sessions, the queue, or how a route is delivered.
+//!
+//! Also owns sender rewriting ([`SenderRewrite`]): the same kind of pure
+//! decision on the same headers, applied after routing.
 #![forbid(unsafe_code)]
 
 mod error;
 pub mod headers;
+mod rewrite;
 mod route;
 mod router;
 
 pub use error::RoutingError;
+pub use rewrite::{Rewritten, SenderRewrite};
 pub use route::Route;
 pub use router::Router;

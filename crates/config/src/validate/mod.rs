@@ -2,6 +2,7 @@
 //! fails, and each problem names its key, so a user fixes everything in one
 //! pass.
 
+mod rewrite;
 mod routing;
 mod server;
 mod token;
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::raw::{
-    RawAdmin, RawLog, RawPostmark, RawQueue, RawRetry, RawRouting, RawServer, RawUpstream,
+    RawAdmin, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawServer,
+    RawUpstream,
 };
 use crate::report::Problems;
 use crate::units;
@@ -30,6 +32,7 @@ pub(crate) struct Sections {
     pub upstreams: BTreeMap<String, Option<RawUpstream>>,
     pub routing: Option<RawRouting>,
     pub retry: Option<RawRetry>,
+    pub rewrite: Option<RawRewrite>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
 }
@@ -67,6 +70,10 @@ pub(crate) fn validate(
         .as_ref()
         .and_then(|raw| routing::routing(raw, &sections.upstreams, p));
     let retry = sections.retry.as_ref().and_then(|raw| retry(raw, p));
+    let rewrite = sections
+        .rewrite
+        .as_ref()
+        .and_then(|raw| rewrite::rewrite(raw, p));
     let admin = sections.admin.as_ref().and_then(|raw| admin(raw, p));
     let log = sections.log.as_ref().and_then(|raw| log(raw, p));
 
@@ -79,6 +86,7 @@ pub(crate) fn validate(
         retry: retry?,
         admin: admin?,
         log: log?,
+        rewrite: rewrite?,
     };
     p.is_empty().then_some(config)
 }

@@ -1,0 +1,88 @@
+//! What delivery counts, for `/metrics`. The binary creates one
+//! [`Metrics`], registers it, and hands it to every upstream's workers; no
+//! global registry.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label set: `upstream="..."` (and `reason` for failures).
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Delivery counters, gauges and the latency histogram.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Messages whose delivery attempt got at least one recipient accepted.
+    pub relayed: Family<Labels, Counter>,
+    /// Attempts that left recipients pending for a retry.
+    pub deferred: Family<Labels, Counter>,
+    /// Messages that ended failed, by reason class.
+    pub failed: Family<Labels, Counter>,
+    /// Seconds from receipt to Postmark's acceptance.
+    pub latency: Histogram,
+    /// Upstream connections currently open.
+    pub connections: Family<Labels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            relayed: Family::default(),
+            deferred: Family::default(),
+            failed: Family::default(),
+            // 5 ms .. ~11 h, doubling.
+            latency: Histogram::new(exponential_buckets(0.005, 2.0, 24)),
+            connections: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `postmark_relay_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "postmark_relay_messages_relayed",
+            "Messages relayed to an upstream (at least one recipient accepted)",
+            self.relayed.clone(),
+        );
+        registry.register(
+            "postmark_relay_messages_deferred",
+            "Delivery attempts that left recipients for a retry",
+            self.deferred.clone(),
+        );
+        registry.register(
+            "postmark_relay_messages_failed",
+            "Messages that failed permanently, by reason class",
+            self.failed.clone(),
+        );
+        registry.register(
+            "postmark_relay_delivery_latency_seconds",
+            "Time from receipt to the upstream's acceptance",
+            self.latency.clone(),
+        );
+        registry.register(
+            "postmark_relay_upstream_connections",
+            "Upstream connections open",
+            self.connections.clone(),
+        );
+    }
+}
+
+/// `upstream="name"`.
+pub fn upstream(name: &str) -> Labels {
+    vec![("upstream", name.to_string())]
+}
+
+/// The reason class of a permanent failure, from its reply text.
+pub fn failure_class(reply: &str) -> &'static str {
+    let lower = reply.to_ascii_lowercase();
+    if lower.contains("not found in your domains") {
+        "unverified_sender"
+    } else if lower.starts_with("gave up") {
+        "expired"
+    } else {
+        "rejected"
+    }
+}

@@ -1,0 +1,351 @@
+//! Checking one upstream by hand, for `check` and `send-test`: the same
+//! connection the daemon opens, taken one step at a time (DNS, TCP,
+//! greeting, STARTTLS, TLS, AUTH), so a failure names its step, says why
+//! in words, and says what to change.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+
+use relay_config::TlsMode;
+use relay_queue::{Outcome, PendingRecipient};
+use rustls::CertificateError;
+use tokio::net::TcpStream;
+
+use crate::connection::{open, Connection, Phase};
+use crate::outcome::reply_text;
+use crate::transaction::relay;
+use crate::Upstream;
+
+/// Where a check stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Before connecting: the configuration cannot work (no token, bad
+    /// `ca_file`).
+    Config,
+    /// Looking up the host's addresses.
+    Resolve,
+    /// Opening the TCP connection.
+    Connect,
+    /// Waiting for the SMTP greeting.
+    Greeting,
+    /// EHLO before STARTTLS.
+    Ehlo,
+    /// STARTTLS offered and accepted.
+    StartTls,
+    /// The TLS handshake and certificate check.
+    Tls,
+    /// AUTH with the Server API Token.
+    Auth,
+    /// Sending the test message.
+    Send,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Config => "config",
+            Step::Resolve => "DNS resolve",
+            Step::Connect => "TCP connect",
+            Step::Greeting => "SMTP greeting",
+            Step::Ehlo => "EHLO",
+            Step::StartTls => "STARTTLS",
+            Step::Tls => "TLS handshake",
+            Step::Auth => "AUTH",
+            Step::Send => "send",
+        })
+    }
+}
+
+/// A failed step, why it failed, and what the operator can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub step: Step,
+    /// What went wrong, naming the host (never the token).
+    pub reason: String,
+    /// What to change, when we know.
+    pub fix: Option<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FAILED at {}: {}", self.step, self.reason)?;
+        match &self.fix {
+            Some(fix) => write!(f, " — fix: {fix}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The verdict on one upstream, printed by `check` as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Logged in; says how the connection was secured.
+    Passed(TlsMode),
+    Failed(Failure),
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Passed(TlsMode::StartTls) => f.write_str("OK (STARTTLS, authenticated)"),
+            Verdict::Passed(TlsMode::Implicit) => f.write_str("OK (implicit TLS, authenticated)"),
+            Verdict::Passed(TlsMode::None) => f.write_str("OK (no TLS, authenticated)"),
+            Verdict::Failed(failure) => failure.fmt(f),
+        }
+    }
+}
+
+/// Connects, secures and authenticates to `up` as the daemon would, then
+/// says QUIT; reports the first step that failed.
+pub async fn probe(up: &Upstream) -> Verdict {
+    match login(up).await {
+        Ok(connection) => {
+            connection.quit().await;
+            Verdict::Passed(up.tls)
+        }
+        Err(failure) => Verdict::Failed(failure),
+    }
+}
+
+/// Sends one message from `from` to `to` over a fresh connection, outside
+/// the queue. `message` is CRLF text, not dot-stuffed. Returns the
+/// upstream's final reply, or why it was not accepted, with a fix when
+/// Postmark's reply has a known one (an unverified sender, a wrong token).
+pub async fn send_test(
+    up: &Upstream,
+    from: &str,
+    to: &str,
+    message: &[u8],
+) -> Result<String, String> {
+    let mut connection = login(up).await.map_err(|f| f.to_string())?;
+    let recipients = [PendingRecipient {
+        idx: 0,
+        address: to.to_string(),
+    }];
+    let attempted = match &mut connection {
+        Connection::Tls(s) => relay(s, from, &recipients, message).await,
+        Connection::Plain(s) => relay(s, from, &recipients, message).await,
+    };
+    if attempted.broken.is_none() {
+        connection.quit().await;
+    }
+    let at = format!("{}:{}", up.host, up.port);
+    match attempted.outcomes.into_iter().next() {
+        Some((_, Outcome::Delivered(text))) => Ok(attempted.reply.unwrap_or(text)),
+        Some((_, Outcome::Deferred(text))) => {
+            Err(format!("{at} deferred the message (temporary): {text}"))
+        }
+        Some((_, Outcome::Failed(text))) => Err(format!("{at} rejected the message: {text}")),
+        None => Err(format!(
+            "{at}: the connection broke before an answer: {}",
+            attempted.broken.unwrap_or_else(|| "no reply".into())
+        )),
+    }
+}
+
+/// DNS, TCP, then the daemon's own TLS + AUTH sequence.
+async fn login(up: &Upstream) -> Result<Connection, Failure> {
+    let tcp = reach(up).await?;
+    open(up, tcp)
+        .await
+        .map_err(|(phase, e)| explain(up, phase, e))
+}
+
+/// Resolves the host and connects to the first address that answers.
+async fn reach(up: &Upstream) -> Result<TcpStream, Failure> {
+    let at = format!("{}:{}", up.host, up.port);
+    let fail = |step, reason: String, fix: Option<String>| Failure { step, reason, fix };
+    let resolved = tokio::time::timeout(
+        up.timeout,
+        tokio::net::lookup_host((up.host.as_str(), up.port)),
+    )
+    .await;
+    let addrs: Vec<SocketAddr> = match resolved {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => {
+            return Err(fail(
+                Step::Resolve,
+                format!("cannot resolve {}: {e}", up.host),
+                Some(format!(
+                    "check upstreams.{}.host and this machine's DNS",
+                    up.name
+                )),
+            ))
+        }
+        Err(_) => {
+            return Err(fail(
+                Step::Resolve,
+                format!("resolving {} timed out", up.host),
+                Some("check this machine's DNS resolver".into()),
+            ))
+        }
+    };
+    let mut last = None;
+    for addr in &addrs {
+        match tokio::time::timeout(up.timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some((*addr, Some(e))),
+            Err(_) => last = Some((*addr, None)),
+        }
+    }
+    let Some((addr, error)) = last else {
+        return Err(fail(
+            Step::Resolve,
+            format!("{} has no addresses", up.host),
+            Some(format!("check upstreams.{}.host", up.name)),
+        ));
+    };
+    Err(match error {
+        None => fail(
+            Step::Connect,
+            format!(
+                "no answer from {at} ({addr}) within {}s",
+                up.timeout.as_secs()
+            ),
+            Some(timeout_fix(up)),
+        ),
+        Some(e) if e.kind() == ErrorKind::ConnectionRefused => fail(
+            Step::Connect,
+            format!("connection refused by {at} ({addr})"),
+            Some(format!(
+                "nothing listens there: check upstreams.{0}.host and upstreams.{0}.port (Postmark listens on 25, 587 and 2525)",
+                up.name
+            )),
+        ),
+        Some(e) => fail(
+            Step::Connect,
+            format!("cannot connect to {at} ({addr}): {e}"),
+            Some("check this machine's network and firewall".into()),
+        ),
+    })
+}
+
+/// A connect that gets no answer at all is usually a firewall dropping
+/// SMTP ports; Postmark's 2525 exists for exactly that.
+fn timeout_fix(up: &Upstream) -> String {
+    if up.port == 25 || up.port == 587 {
+        format!(
+            "the network may block this port; try port 2525 (upstreams.{}.port = 2525)",
+            up.name
+        )
+    } else {
+        format!("a firewall may block {}:{}", up.host, up.port)
+    }
+}
+
+/// Turns what failed while opening the session into words and a fix.
+fn explain(up: &Upstream, phase: Phase, e: mail_send::Error) -> Failure {
+    let at = format!("{}:{}", up.host, up.port);
+    let name = &up.name;
+    let step = match phase {
+        Phase::Greeting => Step::Greeting,
+        Phase::Ehlo => Step::Ehlo,
+        Phase::StartTls => Step::StartTls,
+        Phase::TlsHandshake => Step::Tls,
+        Phase::Auth => Step::Auth,
+    };
+    let failure = |reason: String, fix: Option<String>| Failure { step, reason, fix };
+    match e {
+        mail_send::Error::AuthenticationFailed(r) | mail_send::Error::UnexpectedReply(r)
+            if step == Step::Auth =>
+        {
+            let reply = reply_text(&r);
+            let fix = if reply.to_ascii_lowercase().contains("serverapi key required") {
+                Some("use the Server API Token (Servers → your server → API Tokens), not an Account API Token".into())
+            } else if r.code == 535 {
+                Some("the same Server API Token must be both username and password: check that the configured token is this Postmark server's Server API Token".into())
+            } else {
+                None
+            };
+            failure(format!("{at} refused our credentials: {reply}"), fix)
+        }
+        mail_send::Error::UnexpectedReply(r) => failure(
+            format!("{at} answered {}", reply_text(&r)),
+            (step == Step::Greeting).then(|| "the server refuses connections from here; try again later or ask Postmark support".into()),
+        ),
+        mail_send::Error::MissingStartTls => failure(
+            format!("{at} does not offer STARTTLS, which is required (tls = \"starttls\")"),
+            Some(format!(
+                "point upstreams.{name}.host/port at Postmark (STARTTLS on 25, 587, 2525); if a proxy strips STARTTLS, that proxy must go"
+            )),
+        ),
+        mail_send::Error::UnsupportedAuthMechanism => failure(
+            format!("{at} offers no AUTH PLAIN or LOGIN after TLS"),
+            Some(format!("check that upstreams.{name}.host is a Postmark SMTP host")),
+        ),
+        mail_send::Error::Tls(e) => tls_failure(up, step, &e),
+        mail_send::Error::InvalidTLSName => failure(
+            format!("{} is not a valid TLS server name", up.host),
+            Some(format!("set upstreams.{name}.host to a DNS name")),
+        ),
+        mail_send::Error::Timeout => failure(
+            format!("{at} did not answer within {}s", up.timeout.as_secs()),
+            Some(if step == Step::Greeting && up.tls == TlsMode::StartTls {
+                format!("the port may expect implicit TLS (then set upstreams.{name}.tls = \"implicit\"), or a firewall holds the connection")
+            } else {
+                timeout_fix(up)
+            }),
+        ),
+        mail_send::Error::UnparseableReply => failure(
+            format!("{at} closed the connection or did not answer like an SMTP server"),
+            Some(format!("check upstreams.{name}.port and upstreams.{name}.tls")),
+        ),
+        other => failure(format!("{at}: {other}"), None),
+    }
+}
+
+/// Names the certificate problem rustls found, and what fixes it.
+fn tls_failure(up: &Upstream, step: Step, e: &rustls::Error) -> Failure {
+    let name = &up.name;
+    let host = &up.host;
+    let (reason, fix) = match e {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
+            format!("certificate of {host} not trusted ({e})"),
+            Some(format!(
+                "add its CA with upstreams.{name}.ca_file if a proxy intercepts TLS"
+            )),
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => (
+            format!("certificate is not valid for {host} ({e})"),
+            Some(format!(
+                "set upstreams.{name}.host to a name on the certificate (e.g. smtp.postmarkapp.com)"
+            )),
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => (
+            format!("certificate of {host} is expired or not yet valid ({e})"),
+            Some("check this machine's clock".into()),
+        ),
+        other => (format!("TLS with {host} failed: {other}"), None),
+    };
+    Failure { step, reason, fix }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_reads_as_one_line_with_its_fix() {
+        let f = Failure {
+            step: Step::Connect,
+            reason: "connection refused by h:1".into(),
+            fix: Some("check the port".into()),
+        };
+        assert_eq!(
+            f.to_string(),
+            "FAILED at TCP connect: connection refused by h:1 — fix: check the port"
+        );
+        assert_eq!(
+            Verdict::Passed(TlsMode::StartTls).to_string(),
+            "OK (STARTTLS, authenticated)"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `check`: the config is already valid when this runs; this logs in to
+//! every upstream exactly as the daemon would, and prints one verdict line
+//! per upstream with a fix for each failure. Exits 0 only if all pass.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use relay_config::Config;
+use relay_delivery::probe::{probe, Failure, Step, Verdict};
+use relay_delivery::Upstream;
+
+/// Per step (connect, each command): long enough for a slow network, short
+/// enough that a blocked port is reported while the operator still waits.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Runs the check and prints the verdicts on stdout.
+pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
+    let config = &loaded.config;
+    println!("{}", summary(config, loaded.file.as_deref()));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("postmark-relay check: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verdicts = runtime.block_on(check_all(config));
+    let addresses: Vec<String> = config
+        .upstreams
+        .values()
+        .map(|up| format!("{}:{}", up.host, up.port))
+        .collect();
+    let name_width = config.upstreams.keys().map(String::len).max().unwrap_or(0);
+    let at_width = addresses.iter().map(String::len).max().unwrap_or(0);
+    let mut passed = true;
+    for ((name, at), verdict) in config.upstreams.keys().zip(&addresses).zip(&verdicts) {
+        println!("{name:<name_width$}  {at:<at_width$}  {verdict}");
+        passed &= matches!(verdict, Verdict::Passed(_));
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What was validated, without secrets.
+fn summary(config: &Config, file: Option<&std::path::Path>) -> String {
+    let source = file.map_or("built-in defaults and environment".to_string(), |f| {
+        f.display().to_string()
+    });
+    let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+    let token = if config.postmark.server_token.is_some() {
+        "set"
+    } else {
+        "not set"
+    };
+    format!(
+        "Configuration ({source}) is valid: {} upstreams ({}), Server API Token {token}. Checking each upstream (DNS, TCP, STARTTLS, AUTH):",
+        names.len(),
+        names.join(", ")
+    )
+}
+
+/// Probes every upstream at once (a blocked port costs one timeout, not
+/// one per upstream); verdicts come back in `config.upstreams` order.
+async fn check_all(config: &Config) -> Vec<Verdict> {
+    let tasks: Vec<_> = config
+        .upstreams
+        .keys()
+        .map(|name| match runtime_upstream(config, name) {
+            Ok(up) => tokio::spawn(async move { probe(&up).await }),
+            Err(failure) => tokio::spawn(async move { Verdict::Failed(failure) }),
+        })
+        .collect();
+    let mut verdicts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        verdicts.push(task.await.unwrap_or_else(|e| {
+            Verdict::Failed(Failure {
+                step: Step::Config,
+                reason: format!("the check itself failed: {e}"),
+                fix: None,
+            })
+        }));
+    }
+    verdicts
+}
+
+/// The delivery settings of upstream `name`, as `serve` builds them, or
+/// why they cannot work (no token, unusable `ca_file`).
+pub(crate) fn runtime_upstream(config: &Config, name: &str) -> Result<Upstream, Failure> {
+    let config_failure = |reason: String, fix: String| Failure {
+        step: Step::Config,
+        reason,
+        fix: Some(fix),
+    };
+    let Some(up) = config.upstreams.get(name) else {
+        return Err(config_failure(
+            format!("there is no upstream named {name}"),
+            format!("add [upstreams.{name}] to the config"),
+        ));
+    };
+    let Some(token) = up.token(&config.postmark) else {
+        return Err(config_failure(
+            "no Server API Token configured".into(),
+            format!("set POSTMARK_SERVER_TOKEN (or postmark.server_token, postmark.server_token_file, upstreams.{name}.server_token) to the Server API Token (Postmark: Servers → your server → API Tokens)"),
+        ));
+    };
+    Upstream::new(
+        name,
+        up,
+        token.clone(),
+        &config.server.hostname,
+        PROBE_TIMEOUT,
+    )
+    .map_err(|e| {
+        config_failure(
+            format!("upstreams.{name}: {e}"),
+            format!("point upstreams.{name}.ca_file at a readable PEM file of CA certificates"),
+        )
+    })
+}

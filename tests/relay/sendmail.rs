@@ -1,0 +1,258 @@
+//! `postmark-relay sendmail` (and the binary invoked as `sendmail`): a
+//! message on stdin reaches the fake upstream through the running relay,
+//! with sendmail's envelope rules and exit codes.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postmark-relay");
+
+/// A config for the sendmail side: only the relay's address matters.
+fn client_config(dir: &Path, addr: SocketAddr) -> PathBuf {
+    let path = dir.join("sendmail.toml");
+    let text = format!("[server]\nlisten = [\"{addr}\"]\nhostname = \"relay.test\"\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `program ARGS` with `stdin` as input, as user `tester`, without any
+/// POSTMARK_* variables from the test's environment; killed after 30 s.
+fn run(program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("USER", "tester")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("POSTMARK_") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd.spawn().expect("sendmail runs");
+    let pid = child.id().to_string();
+    let mut input = child.stdin.take().unwrap();
+    // The process may exit before reading everything (usage errors).
+    let _ = input.write_all(stdin);
+    drop(input);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("sendmail did not finish within 30 s");
+        }
+    }
+}
+
+fn sendmail(args: &[&str], stdin: &[u8]) -> Output {
+    run(Path::new(BIN), args, stdin)
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+#[test]
+fn t_i_delivers_to_to_cc_and_bcc_and_strips_bcc() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let message = b"From: Shop <shop@example.com>\n\
+To: Ann <ann@example.net>\n\
+Cc: \"Doe, Bob\" <bob@example.net>,\n carl@example.net\n\
+Bcc: secret@example.org\n\
+Subject: sendmail-t\n\
+\n\
+first\n\
+.\n\
+.leading dot\n\
+last\n";
+    let out = sendmail(
+        &["-c", cfg.to_str().unwrap(), "sendmail", "-t", "-i"],
+        message,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let got = settle(&t, 1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.mail_from, "shop@example.com");
+    let mut rcpts = m.rcpt_to.clone();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        [
+            "ann@example.net",
+            "bob@example.net",
+            "carl@example.net",
+            "secret@example.org"
+        ]
+    );
+    let data = text(strip_added_headers(&m.data));
+    assert!(!data.to_ascii_lowercase().contains("bcc"), "{data}");
+    assert!(!data.contains("secret@example.org"), "{data}");
+    assert!(
+        data.contains("Cc: \"Doe, Bob\" <bob@example.net>,\r\n carl@example.net\r\n"),
+        "{data}"
+    );
+    assert!(
+        data.ends_with("\r\n\r\nfirst\r\n.\r\n.leading dot\r\nlast\r\n"),
+        "{data}"
+    );
+}
+
+#[test]
+fn explicit_recipients_and_f_set_the_envelope_and_a_lone_dot_ends_input() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let message = b"To: shown@example.net\nSubject: explicit\n\nbody\n.\nnot sent\n";
+    let out = sendmail(
+        &[
+            "sendmail",
+            "-f",
+            "bounce@example.com",
+            "-F",
+            "Web Shop",
+            "-oem",
+            "a@example.net,b@example.net",
+            "-c",
+            cfg.to_str().unwrap(),
+        ],
+        message,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let got = settle(&t, 1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.mail_from, "bounce@example.com");
+    assert_eq!(m.rcpt_to, ["a@example.net", "b@example.net"]);
+    assert_eq!(
+        header_values(&m.data, "From"),
+        ["Web Shop <bounce@example.com>"]
+    );
+    let data = text(&m.data);
+    assert!(data.ends_with("\r\n\r\nbody\r\n"), "{data}");
+    assert!(!data.contains("not sent"), "{data}");
+}
+
+#[test]
+fn invoked_through_a_sendmail_symlink_with_c() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let bin = tempfile::tempdir().unwrap();
+    let link = bin.path().join("sendmail");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let out = run(
+        &link,
+        &["-c", cfg.to_str().unwrap(), "-oi", "u@example.net"],
+        b"Subject: via symlink\n\nhello\n",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let got = settle(&t, 1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    // No -f and no -t: the local user at server.hostname, also in From:.
+    assert_eq!(got[0].mail_from, "tester@relay.test");
+    assert_eq!(got[0].rcpt_to, ["u@example.net"]);
+    assert_eq!(header_values(&got[0].data, "From"), ["tester@relay.test"]);
+    assert_eq!(subject(&got[0]), "via symlink");
+}
+
+#[test]
+fn relay_not_running_exits_75() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = client_config(dir.path(), addr);
+    let out = sendmail(
+        &["sendmail", "-c", cfg.to_str().unwrap(), "u@example.net"],
+        b"Subject: nobody home\n\nx\n",
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+#[test]
+fn too_many_recipients_is_temporary_75_and_nothing_is_sent() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "max_recipients = 1");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let out = sendmail(
+        &[
+            "sendmail",
+            "-c",
+            cfg.to_str().unwrap(),
+            "one@example.net",
+            "two@example.net",
+        ],
+        b"Subject: two\n\nx\n",
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(stderr(&out).contains("452 4.5.3"), "{}", stderr(&out));
+    assert!(settle(&t, 1, Duration::from_secs(2)).is_empty());
+}
+
+#[test]
+fn oversize_message_is_permanent_69() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "max_message_size = 1000");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let mut message = b"Subject: big\n\n".to_vec();
+    for _ in 0..100 {
+        message.extend_from_slice(&[b'x'; 78]);
+        message.push(b'\n');
+    }
+    let out = sendmail(
+        &["sendmail", "-c", cfg.to_str().unwrap(), "u@example.net"],
+        &message,
+    );
+    assert_eq!(code(&out), 69, "{}", stderr(&out));
+    assert!(stderr(&out).contains("552 5.3.4"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = client_config(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let cfg = cfg.to_str().unwrap();
+
+    let out = sendmail(&["sendmail", "-c", cfg, "-Z", "u@example.net"], b"x\n");
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("usage:"), "{}", stderr(&out));
+
+    let out = sendmail(&["sendmail", "-c", cfg, "-bs"], b"");
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+
+    let out = sendmail(&["sendmail", "-c", cfg, "-i"], b"x\n");
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no recipients"), "{}", stderr(&out));
+
+    let out = sendmail(&["sendmail", "-c", cfg, "-t"], b"Subject: nobody\n\nx\n");
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no recipients"), "{}", stderr(&out));
+}
