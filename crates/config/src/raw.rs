@@ -77,6 +77,7 @@ pub(crate) struct RawServer {
     #[serde(deserialize_with = "lenient::text")]
     pub command_timeout: String,
     pub accept_auth: bool,
+    pub allow_open_relay: bool,
 }
 
 impl Default for RawServer {
@@ -90,6 +91,7 @@ impl Default for RawServer {
             max_connections: 1024,
             command_timeout: "5m".into(),
             accept_auth: false,
+            allow_open_relay: false,
         }
     }
 }
@@ -140,6 +142,12 @@ pub(crate) struct RawUpstream {
     pub connections: i64,
     #[serde(default, deserialize_with = "lenient::text")]
     pub server_token: String,
+    #[serde(default = "default_timeout", deserialize_with = "lenient::text")]
+    pub timeout: String,
+}
+
+fn default_timeout() -> String {
+    "60s".into()
 }
 
 fn default_port() -> i64 {
@@ -163,6 +171,7 @@ impl RawUpstream {
             ca_file: String::new(),
             connections,
             server_token: String::new(),
+            timeout: default_timeout(),
         }
     }
 }

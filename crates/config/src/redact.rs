@@ -35,6 +35,7 @@ fn to_raw(config: &Config) -> RawConfig {
             max_connections: count(server.max_connections),
             command_timeout: format_duration(server.command_timeout),
             accept_auth: server.accept_auth,
+            allow_open_relay: server.allow_open_relay,
         },
         queue: RawQueue {
             path: config.queue.path.display().to_string(),
@@ -59,6 +60,7 @@ fn to_raw(config: &Config) -> RawConfig {
                         .unwrap_or_default(),
                     connections: count(up.connections),
                     server_token: redact(up.server_token.as_ref()),
+                    timeout: format_duration(up.timeout),
                 };
                 (name.clone(), raw)
             })

@@ -65,6 +65,7 @@ fn upstream(host: &str, connections: usize) -> Upstream {
         ca_file: None,
         connections,
         server_token: None,
+        timeout: Duration::from_secs(60),
     }
 }
 
@@ -84,6 +85,7 @@ fn defaults_equal_design() {
                 max_connections: 1024,
                 command_timeout: Duration::from_secs(300),
                 accept_auth: false,
+                allow_open_relay: false,
             },
             queue: Queue {
                 path: PathBuf::from("/var/spool/postmark-relay"),
@@ -683,5 +685,34 @@ fn redacted_toml_shows_rewrite_and_round_trips() {
         assert!(text.contains("sender = \"noreply@example.com\""), "{text}");
         file(jail, "printed.toml", &text);
         assert_eq!(load_ok(jail, Some("printed.toml")), config);
+    });
+}
+
+#[test]
+fn an_open_relay_is_refused_unless_allowed_explicitly() {
+    jail(|jail| {
+        let open = "[server]\nlisten = [\"0.0.0.0:25\"]\nallowed_networks = [\"0.0.0.0/0\"]\n";
+        file(jail, "open.toml", open);
+        let err =
+            load_file(Some(&jail.directory().join("open.toml"))).expect_err("open relay accepted");
+        let text = err.to_string();
+        assert!(
+            text.contains("server.allowed_networks") && text.contains("open relay"),
+            "{text}"
+        );
+
+        file(
+            jail,
+            "allowed.toml",
+            &format!("{open}allow_open_relay = true\n"),
+        );
+        load_ok(jail, Some("allowed.toml"));
+
+        file(
+            jail,
+            "loopback.toml",
+            "[server]\nlisten = [\"127.0.0.1:25\"]\nallowed_networks = [\"0.0.0.0/0\"]\n",
+        );
+        load_ok(jail, Some("loopback.toml"));
     });
 }

@@ -44,6 +44,9 @@ pub struct Server {
     pub command_timeout: Duration,
     /// Advertise AUTH PLAIN LOGIN and accept any credentials.
     pub accept_auth: bool,
+    /// Permit listening beyond loopback with an allow-all network list
+    /// (an open relay); refused unless set explicitly.
+    pub allow_open_relay: bool,
 }
 
 /// `[queue]`: where the durable store lives.
@@ -73,6 +76,8 @@ pub struct Upstream {
     pub connections: usize,
     /// Overrides `postmark.server_token` for this upstream.
     pub server_token: Option<Secret>,
+    /// Limit for connecting and for each command's reply.
+    pub timeout: Duration,
 }
 
 impl Upstream {

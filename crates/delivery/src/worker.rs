@@ -320,18 +320,11 @@ fn defer_all(message: &Claimed, reason: &str) -> Vec<(i64, Outcome)> {
 /// route chose a stream the message does not already name.
 fn with_stream_header(message: &Claimed) -> Vec<u8> {
     match &message.stream {
-        Some(stream) if !has_stream_header(&message.data) => {
+        Some(stream) if !relay_routing::headers::has(&message.data, "X-PM-Message-Stream") => {
             let mut out = format!("X-PM-Message-Stream: {stream}\r\n").into_bytes();
             out.extend_from_slice(&message.data);
             out
         }
         _ => message.data.clone(),
     }
-}
-
-fn has_stream_header(data: &[u8]) -> bool {
-    const NAME: &[u8] = b"x-pm-message-stream:";
-    data.split(|&b| b == b'\n')
-        .take_while(|line| !line.is_empty() && *line != b"\r")
-        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
 }

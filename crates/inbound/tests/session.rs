@@ -36,6 +36,7 @@ fn settings() -> relay_config::Server {
         max_connections: 10,
         command_timeout: Duration::from_secs(5),
         accept_auth: false,
+        allow_open_relay: false,
     }
 }
 

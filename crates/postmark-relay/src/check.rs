@@ -114,7 +114,7 @@ pub(crate) fn runtime_upstream(config: &Config, name: &str) -> Result<Upstream, 
         up,
         token.clone(),
         &config.server.hostname,
-        PROBE_TIMEOUT,
+        up.timeout.min(PROBE_TIMEOUT),
     )
     .map_err(|e| {
         config_failure(

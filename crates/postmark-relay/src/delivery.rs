@@ -4,7 +4,6 @@
 //! credential pause at once.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use relay_config::Config;
@@ -12,9 +11,6 @@ use relay_delivery::{Metrics, Pause};
 use relay_queue::SqliteQueue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Timeout for connecting to and every command with an upstream.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Owns the workers of every upstream.
 pub struct Delivery {
@@ -75,7 +71,7 @@ impl Delivery {
                 upstream,
                 token.clone(),
                 &config.server.hostname,
-                UPSTREAM_TIMEOUT,
+                upstream.timeout,
             )
             .with_context(|| format!("upstreams.{name}"))?;
             upstreams.push(runtime);

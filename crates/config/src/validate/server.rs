@@ -30,6 +30,9 @@ pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
     let max_recipients = count(raw.max_recipients, "server.max_recipients", p);
     let max_connections = count(raw.max_connections, "server.max_connections", p);
     let command_timeout = positive_duration(&raw.command_timeout, "server.command_timeout", p);
+    if let (Some(listen), Some(networks)) = (&listen, &allowed_networks) {
+        open_relay_guard(listen, networks, raw.allow_open_relay, p);
+    }
     Some(Server {
         listen: listen?,
         hostname: hostname?,
@@ -39,7 +42,27 @@ pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
         max_connections: max_connections?,
         command_timeout: command_timeout?,
         accept_auth: raw.accept_auth,
+        allow_open_relay: raw.allow_open_relay,
     })
+}
+
+/// Refuses an open relay: listening beyond loopback while every client
+/// network is allowed would let anyone on the internet send mail as your
+/// Postmark server. `server.allow_open_relay = true` overrides it.
+fn open_relay_guard(
+    listen: &[std::net::SocketAddr],
+    networks: &[IpNet],
+    allowed: bool,
+    p: &mut Problems,
+) {
+    let public = listen.iter().any(|a| !a.ip().is_loopback());
+    let everyone = networks.iter().any(|n| n.prefix_len() == 0);
+    if public && everyone && !allowed {
+        p.add(
+            "server.allowed_networks",
+            "allows every client (0.0.0.0/0 or ::/0) while server.listen includes a non-loopback address:              that is an open relay anyone could send mail through with your Postmark token.              List only your clients' networks (e.g. a container network like 10.0.0.0/8),              or set server.allow_open_relay = true if something else guards the port",
+        );
+    }
 }
 
 /// Checks every element (`key[i]`), and that there is at least one.

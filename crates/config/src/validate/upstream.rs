@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::count;
 use super::token::secret;
+use super::{count, positive_duration};
 use crate::raw::RawUpstream;
 use crate::report::Problems;
 use crate::{TlsMode, Upstream};
@@ -44,6 +44,7 @@ pub(super) fn upstream(name: &str, raw: &RawUpstream, p: &mut Problems) -> Optio
         }
     };
     let connections = count(raw.connections, &key("connections"), p);
+    let timeout = positive_duration(&raw.timeout, &key("timeout"), p);
     if host.is_empty() || host.contains(char::is_whitespace) {
         return None;
     }
@@ -54,6 +55,7 @@ pub(super) fn upstream(name: &str, raw: &RawUpstream, p: &mut Problems) -> Optio
         ca_file: ca_file?,
         connections: connections?,
         server_token: secret(&raw.server_token),
+        timeout: timeout?,
     })
 }
 
