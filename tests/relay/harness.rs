@@ -163,6 +163,19 @@ impl Relay {
         self.dir.clone()
     }
 
+    /// SIGKILL, keeping the handle (to be replaced by a restarted relay);
+    /// returns the folder for the restart.
+    pub fn kill9_in_place(&mut self) -> Arc<tempfile::TempDir> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.dir.clone()
+    }
+
+    /// The relay's process id (for `/proc/<pid>/status` memory checks).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGHUP: reload the configuration.
     pub fn hup(&self) {
         let pid = self.child.id().to_string();
@@ -392,4 +405,72 @@ pub fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
         }
     }
     cmd.output().expect("postmark-relay runs")
+}
+
+/// How a [`try_send`] error starts when the whole message was sent but no
+/// reply came: the relay may or may not have stored it.
+pub const NO_FINAL_REPLY: &str = "no reply to the end of DATA";
+
+/// Like [`send`], but for a relay that may die or refuse at any moment:
+/// `Ok` holds the final reply to DATA (or the first reply that stopped the
+/// transaction), `Err` says how the connection failed before that.
+pub fn try_send(addr: SocketAddr, from: &str, to: &[&str], body: &[u8]) -> Result<String, String> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = stream;
+    let read = |reader: &mut BufReader<TcpStream>| -> Result<String, String> {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err(format!("connection closed after {reply:?}")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(reply);
+            }
+        }
+    };
+    let greeting = read(&mut reader)?;
+    if !greeting.starts_with("220") {
+        return Ok(greeting);
+    }
+    let mut commands = vec![
+        "EHLO test.client".to_string(),
+        format!("MAIL FROM:<{from}>"),
+    ];
+    commands.extend(to.iter().map(|r| format!("RCPT TO:<{r}>")));
+    commands.push("DATA".into());
+    for command in &commands {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let reply = read(&mut reader)?;
+        let want = if command == "DATA" { "354" } else { "250" };
+        if !reply.starts_with(want) {
+            return Ok(reply);
+        }
+    }
+    writer
+        .write_all(body)
+        .and_then(|()| writer.write_all(b".\r\n"))
+        .map_err(|e| format!("write: {e}"))?;
+    let reply = read(&mut reader).map_err(|e| format!("{NO_FINAL_REPLY}: {e}"))?;
+    let _ = writer.write_all(b"QUIT\r\n");
+    Ok(reply)
+}
+
+/// How many times each subject arrived, for subjects that arrived.
+pub fn subject_counts(got: &[Received]) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for m in got {
+        *counts.entry(subject(m)).or_insert(0) += 1;
+    }
+    counts
 }

@@ -3,12 +3,19 @@
 //! loopback TCP with ports chosen by the OS.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
+mod abuse;
 mod admin;
 mod check;
 mod clients;
 mod config_command;
 mod credentials;
+mod deploy_files;
 mod durability;
+mod faults_backlog;
+mod faults_crash;
+mod faults_disk;
+mod faults_stop;
+mod faults_upstream;
 mod harness;
 mod limits;
 mod pooling;
@@ -17,5 +24,6 @@ mod relaying;
 mod retries;
 mod rewrite;
 mod routing;
+mod runtime_contract;
 mod sendmail;
 mod smuggling;

@@ -62,9 +62,7 @@ async fn relay_batch<T: AsyncRead + AsyncWrite + Unpin>(
 
     let client = &mut session.client;
     let replies = if session.pipelining {
-        let replies = client.cmds(&commands).await?;
-        attempted.answered = true;
-        replies
+        pipeline(client, &commands, attempted).await?
     } else {
         // One command at a time, stopping where the transaction cannot go on.
         let mut replies = Vec::with_capacity(commands.len());
@@ -133,6 +131,50 @@ async fn relay_batch<T: AsyncRead + AsyncWrite + Unpin>(
         .outcomes
         .extend(accepted.iter().map(|&idx| (idx, outcome.clone())));
     Ok(())
+}
+
+/// Sends every command in one write, then reads the replies one by one, so
+/// that when the upstream answers the first and hangs up (e.g. `421` at
+/// MAIL FROM) its reply is what the log and the queue record, not just
+/// "connection reset".
+async fn pipeline<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut mail_send::SmtpClient<T>,
+    commands: &[String],
+    attempted: &mut Attempted,
+) -> Result<Vec<Response<String>>, mail_send::Error> {
+    let timeout = client.timeout;
+    let written = tokio::time::timeout(timeout, async {
+        client
+            .stream
+            .write_all(commands.concat().as_bytes())
+            .await?;
+        client.stream.flush().await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)?;
+    written.map_err(mail_send::Error::Io)?;
+    let mut replies = Vec::with_capacity(commands.len());
+    for _ in commands {
+        match tokio::time::timeout(timeout, client.read()).await {
+            Ok(Ok(reply)) => {
+                attempted.answered = true;
+                replies.push(reply);
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e,
+                    _ => mail_send::Error::Timeout,
+                };
+                return Err(match replies.first() {
+                    Some(first) if first.code / 100 != 2 => {
+                        mail_send::Error::UnexpectedReply(first.clone())
+                    }
+                    _ => error,
+                });
+            }
+        }
+    }
+    Ok(replies)
 }
 
 /// Leaves an aborted transaction so the connection can be reused: RSET,

@@ -40,6 +40,12 @@ impl ConnState {
     pub(crate) fn reset_transaction(&mut self) {
         self.txn = Transaction::default();
     }
+
+    /// Records one line of DATA as it came off the wire (before mailin
+    /// unstuffs it), so [`Received::raw_data`] shows what was really sent.
+    pub(crate) fn push_raw_data(&mut self, line: &[u8]) {
+        self.txn.raw.extend_from_slice(line);
+    }
 }
 
 /// The envelope and body of the transaction in progress.
@@ -48,6 +54,8 @@ struct Transaction {
     mail_from: String,
     rcpt_to: Vec<String>,
     data: Vec<u8>,
+    /// The DATA lines as received, before dot-unstuffing.
+    raw: Vec<u8>,
 }
 
 /// mailin handler enforcing the fake's Postmark rules.
@@ -115,6 +123,9 @@ impl Handler for PostmarkHandler {
     }
 
     fn rcpt(&mut self, to: &str) -> Response {
+        if let Some(reply) = lock(&self.shared.faults).rcpt_next.pop_front() {
+            return reply.response();
+        }
         let rejected: Option<Reply> = lock(&self.shared.faults)
             .recipients
             .get(&to.to_ascii_lowercase())
@@ -137,7 +148,9 @@ impl Handler for PostmarkHandler {
         _is8bit: bool,
         _to: &[String],
     ) -> Response {
-        self.conn.borrow_mut().txn.data.clear();
+        let mut conn = self.conn.borrow_mut();
+        conn.txn.data.clear();
+        conn.txn.raw.clear();
         mailin::response::OK
     }
 
@@ -162,6 +175,7 @@ impl Handler for PostmarkHandler {
             mail_from: txn.mail_from,
             rcpt_to: txn.rcpt_to,
             data: txn.data,
+            raw_data: txn.raw,
             tls: conn.tls,
             auth_user: conn.auth_user.clone(),
         };

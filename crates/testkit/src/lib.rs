@@ -7,7 +7,9 @@
 //! password, `ServerAPI key required` for an Account token, `... was not
 //! found in your domains` for unverified senders, 50 recipients per message.
 //! It records every accepted transaction byte for byte and injects faults on
-//! request (failed MAIL/RCPT/DATA, dropped connections, being down).
+//! request (failed MAIL/RCPT/DATA, dropped connections, being down, slow
+//! greetings, broken STARTTLS, connections cut in or after DATA, slow
+//! replies).
 //!
 //! The SMTP protocol is mailin's (an independent implementation, not our
 //! inbound crate); this crate adds the accept loop, TLS and the Postmark
@@ -87,6 +89,10 @@ pub struct Received {
     /// The message as sent between DATA and the final `.` line, after
     /// dot-unstuffing; includes the line ending before the final `.`.
     pub data: Vec<u8>,
+    /// The bytes exactly as the client sent them after the `354`, before
+    /// any dot-unstuffing, up to and including the final `.` line: what a
+    /// receiving server's own parser sees (for smuggling checks).
+    pub raw_data: Vec<u8>,
     /// Whether the connection had done STARTTLS.
     pub tls: bool,
     /// The username of the successful AUTH on that connection.
@@ -177,6 +183,51 @@ impl FakePostmark {
         lock(&self.shared.faults)
             .recipients
             .insert(addr.to_ascii_lowercase(), Reply::new(reply.0, reply.1));
+    }
+
+    /// The next `n` RCPT TO commands get `reply`, whatever the address,
+    /// e.g. `(451, "4.2.1 mailbox busy")`. Calls queue up.
+    pub fn fail_next_recipients(&self, n: usize, reply: (u16, &str)) {
+        let reply = Reply::new(reply.0, reply.1);
+        lock(&self.shared.faults)
+            .rcpt_next
+            .extend(std::iter::repeat_n(reply, n));
+    }
+
+    /// The next `n` connections wait `delay` before their `220` greeting
+    /// (to exceed a client's timeout). Calls queue up.
+    pub fn delay_next_greetings(&self, n: usize, delay: Duration) {
+        lock(&self.shared.faults)
+            .greeting_delays
+            .extend(std::iter::repeat_n(delay, n));
+    }
+
+    /// The next `n` STARTTLS commands get `220`, then a line of plain text
+    /// instead of a TLS handshake, then the connection closes: the client's
+    /// handshake fails.
+    pub fn break_next_starttls(&self, n: usize) {
+        lock(&self.shared.faults).broken_starttls += n;
+    }
+
+    /// The next `n` DATA bodies are cut: at the first body line the
+    /// connection is closed with the rest unread (the client sees a reset).
+    /// Nothing is recorded.
+    pub fn reset_next_data(&self, n: usize) {
+        lock(&self.shared.faults).reset_in_data += n;
+    }
+
+    /// The next `n` transactions are recorded as received at their final
+    /// `.` line, and then the connection closes without a reply: the
+    /// client cannot tell that the message was taken (the ambiguous case
+    /// that makes a duplicate possible).
+    pub fn close_before_next_data_replies(&self, n: usize) {
+        lock(&self.shared.faults).vanish_after_data += n;
+    }
+
+    /// From now on every end of DATA waits `delay` before its reply
+    /// (`None`: answer at once again): a slow upstream.
+    pub fn set_data_reply_delay(&self, delay: Option<Duration>) {
+        lock(&self.shared.faults).data_reply_delay = delay;
     }
 
     /// The next `n` accepted connections are closed at once, without a

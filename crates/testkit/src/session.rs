@@ -17,7 +17,7 @@
 //! an AUTH that the handler accepts without counting.
 
 use crate::handler::{ConnState, PostmarkHandler};
-use crate::shared::Shared;
+use crate::shared::{lock, Shared};
 use mailin::{Action, AuthMechanism, Response, Session, SessionBuilder};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use std::cell::RefCell;
@@ -57,6 +57,10 @@ fn serve_inner(
     let ip = stream
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+    let greeting_delay = lock(&shared.faults).greeting_delays.pop_front();
+    if let Some(delay) = greeting_delay {
+        std::thread::sleep(delay);
+    }
     let mut driver = Driver::new(ip, conn_id, shared, tls.is_some());
     let mut reader = BufReader::new(stream);
     reply(reader.get_mut(), &driver.session.greeting())?;
@@ -88,6 +92,17 @@ struct Driver {
     tls_offered: bool,
     /// Between the `354` and the final `.` line.
     in_data: bool,
+    shared: Arc<Shared>,
+    /// Injected fault for the DATA body in progress, chosen at its `354`.
+    data_fault: DataFault,
+}
+
+/// What to do to the DATA body in progress (see the `Faults` fields).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DataFault {
+    None,
+    Reset,
+    Vanish,
 }
 
 impl Driver {
@@ -106,7 +121,7 @@ impl Driver {
                 .enable_auth(AuthMechanism::Login);
         }
         let conn = Rc::new(RefCell::new(ConnState::new(conn_id)));
-        let handler = PostmarkHandler::new(shared, Rc::clone(&conn));
+        let handler = PostmarkHandler::new(Arc::clone(&shared), Rc::clone(&conn));
         let session = builder.build(ip, handler.clone());
         Driver {
             builder,
@@ -117,6 +132,8 @@ impl Driver {
             require_auth,
             tls_offered,
             in_data: false,
+            shared,
+            data_fault: DataFault::None,
         }
     }
 
@@ -132,6 +149,9 @@ impl Driver {
             if reader.read_until(b'\n', &mut line)? == 0 {
                 return Ok(Next::Closed);
             }
+            if let Some(next) = self.inject(&line, reader.get_mut())? {
+                return Ok(next);
+            }
             let res = self.handle_line(&line);
             reply(reader.get_mut(), &res)?;
             match res.action {
@@ -142,8 +162,49 @@ impl Driver {
         }
     }
 
+    /// Applies a fault the test asked for at this line, if any; `Some`
+    /// ends the connection (after whatever the fault wrote).
+    fn inject<W: Write>(&mut self, line: &[u8], out: &mut W) -> io::Result<Option<Next>> {
+        if self.in_data {
+            match self.data_fault {
+                DataFault::Reset => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "injected reset in DATA",
+                    ));
+                }
+                DataFault::Vanish if line == b".\r\n" => {
+                    // Record the transaction as taken, then say nothing.
+                    let _ = self.handle_line(line);
+                    return Ok(Some(Next::Closed));
+                }
+                _ => {}
+            }
+            if line == b".\r\n" {
+                let delay = lock(&self.shared.faults).data_reply_delay;
+                if let Some(delay) = delay {
+                    std::thread::sleep(delay);
+                }
+            }
+            return Ok(None);
+        }
+        if verb(line) == "STARTTLS" && self.tls_offered && !self.conn.borrow().tls {
+            let mut faults = lock(&self.shared.faults);
+            if faults.broken_starttls > 0 {
+                faults.broken_starttls -= 1;
+                drop(faults);
+                out.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+                out.write_all(b"this is not a TLS handshake\r\n")?;
+                out.flush()?;
+                return Ok(Some(Next::Closed));
+            }
+        }
+        Ok(None)
+    }
+
     fn handle_line(&mut self, line: &[u8]) -> Response {
         if self.in_data {
+            self.conn.borrow_mut().push_raw_data(line);
             let res = self.session.process(line);
             if line == b".\r\n" {
                 self.in_data = false;
@@ -180,6 +241,16 @@ impl Driver {
         let res = self.session.process(line);
         if res.code == 354 {
             self.in_data = true;
+            let mut faults = lock(&self.shared.faults);
+            self.data_fault = if faults.reset_in_data > 0 {
+                faults.reset_in_data -= 1;
+                DataFault::Reset
+            } else if faults.vanish_after_data > 0 {
+                faults.vanish_after_data -= 1;
+                DataFault::Vanish
+            } else {
+                DataFault::None
+            };
         }
         res
     }

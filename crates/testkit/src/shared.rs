@@ -5,6 +5,7 @@ use crate::{FakeOptions, Received};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// One fake's shared state.
 pub(crate) struct Shared {
@@ -40,6 +41,21 @@ pub(crate) struct Faults {
     pub(crate) mail_from: VecDeque<Reply>,
     /// Replies for every RCPT TO of these addresses (keys lowercased).
     pub(crate) recipients: HashMap<String, Reply>,
+    /// Replies for the next RCPT TO commands, whatever the address.
+    pub(crate) rcpt_next: VecDeque<Reply>,
+    /// Delays before the greeting of the next connections.
+    pub(crate) greeting_delays: VecDeque<Duration>,
+    /// How many coming STARTTLS get `220` and then garbage instead of a
+    /// TLS handshake.
+    pub(crate) broken_starttls: usize,
+    /// How many coming DATA bodies are cut: the connection is closed
+    /// (reset, with the body unread) at the first body line.
+    pub(crate) reset_in_data: usize,
+    /// How many coming transactions are recorded at the final `.` and then
+    /// closed without a reply (the sender cannot know it was taken).
+    pub(crate) vanish_after_data: usize,
+    /// Every end of DATA waits this long before its reply.
+    pub(crate) data_reply_delay: Option<Duration>,
 }
 
 /// An SMTP reply chosen by a test: code and the text after it.

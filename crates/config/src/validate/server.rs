@@ -60,7 +60,10 @@ fn open_relay_guard(
     if public && everyone && !allowed {
         p.add(
             "server.allowed_networks",
-            "allows every client (0.0.0.0/0 or ::/0) while server.listen includes a non-loopback address:              that is an open relay anyone could send mail through with your Postmark token.              List only your clients' networks (e.g. a container network like 10.0.0.0/8),              or set server.allow_open_relay = true if something else guards the port",
+            "allows every client (0.0.0.0/0 or ::/0) while server.listen includes a non-loopback address: \
+             that is an open relay anyone could send mail through with your Postmark token. \
+             List only your clients' networks (e.g. a container network like 10.0.0.0/8), \
+             or set server.allow_open_relay = true if something else guards the port",
         );
     }
 }

@@ -147,11 +147,13 @@ where
 
 /// A bare CR or a NUL in a MAIL/RCPT line: smtp-proto drops them from
 /// the address, but an address that contained them could forge protocol
-/// lines or headers downstream, so the command is refused outright.
+/// lines or headers downstream, so the command is refused outright. So is
+/// a line that is not UTF-8: smtp-proto would replace the bad bytes with
+/// U+FFFD and the relay would send mail for an address nobody gave.
 fn has_forbidden_bytes(line: &[u8]) -> bool {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    line.iter().any(|&b| matches!(b, b'\r' | b'\n' | b'\0'))
+    line.iter().any(|&b| matches!(b, b'\r' | b'\n' | b'\0')) || std::str::from_utf8(line).is_err()
 }
 
 /// Client text echoed in replies or headers, without control characters.

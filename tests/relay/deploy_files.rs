@@ -1,0 +1,424 @@
+//! The deployment files under `deploy/` and the `Dockerfile` agree with the
+//! binary: every YAML file parses; images, ports, probe paths and the token's
+//! name are the real ones; every `POSTMARK_RELAY_*` setting they make loads
+//! with `postmark-relay config` (so each is a real key with a valid value);
+//! the systemd unit passes `systemd-analyze verify`; and the Debian package's
+//! relay.toml is `config/relay.toml` with only the queue path changed.
+//!
+//! YAML is read by PyYAML (`python3 -c 'import yaml'`; Debian: python3-yaml)
+//! and handed over as JSON, so no YAML crate enters the build.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::runtime_contract::{dockerfile_env, workspace};
+
+/// The relay's ports and probes, as the binary serves them.
+const SMTP_PORT: u64 = 25;
+const ADMIN_PORT: u64 = 9925;
+/// The relay's own grace period after SIGTERM is 30 s.
+const MIN_STOP_SECONDS: u64 = 35;
+
+fn deploy() -> PathBuf {
+    workspace().join("deploy")
+}
+
+/// A python3 that has PyYAML.
+fn python_with_yaml() -> &'static str {
+    for python in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(python)
+            .args(["-c", "import yaml"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return python;
+        }
+    }
+    panic!(
+        "these tests read YAML with PyYAML: apt-get install python3-yaml (or pip install PyYAML)"
+    );
+}
+
+/// Every document in a YAML file, as JSON values.
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let out = Command::new(python_with_yaml())
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             with open(sys.argv[1]) as f:\n    \
+                 json.dump([d for d in yaml.safe_load_all(f) if d is not None], sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} is not valid YAML: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            found.push(path);
+        }
+    }
+}
+
+/// `postmark-relay config` with exactly `env` (no file, no other
+/// `POSTMARK_*` from the test's environment); panics unless it loads.
+fn assert_config_loads(what: &str, env: &BTreeMap<String, String>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
+    cmd.arg("config")
+        .arg("-c")
+        .arg(&empty)
+        .env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("POSTMARK_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.envs(env).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: `postmark-relay config` refused its settings {env:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every YAML file under deploy/ parses.
+#[test]
+fn every_yaml_file_parses() {
+    let mut files = Vec::new();
+    yaml_files(&deploy(), &mut files);
+    assert!(files.len() >= 4, "found only {files:?}");
+    for file in files {
+        assert!(!yaml_docs(&file).is_empty(), "{} is empty", file.display());
+    }
+}
+
+/// The Dockerfile's ENV loads, and its ports, user, volume and
+/// health check match the binary.
+#[test]
+fn dockerfile_matches_the_binary() {
+    let text = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+    let env: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
+    for key in env.keys() {
+        assert!(key.starts_with("POSTMARK_RELAY_"), "unexpected ENV {key}");
+    }
+    let printed = assert_config_loads("Dockerfile ENV", &env);
+    assert!(printed.contains(r#"listen = ["0.0.0.0:25"]"#), "{printed}");
+    let queue = &env["POSTMARK_RELAY_QUEUE__PATH"];
+    let has = |line: &str| text.lines().any(|l| l.trim() == line);
+    assert!(has(&format!("VOLUME {queue}")), "VOLUME is not {queue}");
+    assert!(has(&format!("EXPOSE {SMTP_PORT} {ADMIN_PORT}")));
+    assert!(has("USER 65532:65532"));
+    assert!(has("STOPSIGNAL SIGTERM"));
+    assert!(text.contains(r#"CMD ["/usr/local/bin/postmark-relay", "health"]"#));
+    assert!(text.contains("cargo build --release --locked -p postmark-relay"));
+    // The volume's folder exists in the image and belongs to the user.
+    assert!(text.contains(&format!("--chown=65532:65532 /out/spool {queue}")));
+}
+
+/// The relay container of a pod spec (in `containers` or `initContainers`).
+fn relay_container(pod: &Value) -> (&Value, bool) {
+    for (list, init) in [("containers", false), ("initContainers", true)] {
+        if let Some(found) = pod[list]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "postmark-relay"))
+        {
+            return (found, init);
+        }
+    }
+    panic!("no postmark-relay container in {pod}");
+}
+
+fn check_deployment(file: &str, native_sidecar: bool) {
+    let docs = yaml_docs(&deploy().join("kubernetes").join(file));
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("{file}: no Deployment"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= MIN_STOP_SECONDS,
+        "{file}: terminationGracePeriodSeconds shorter than the relay's drain"
+    );
+    let (relay, init) = relay_container(pod);
+    assert_eq!(init, native_sidecar, "{file}: where the relay runs");
+    if native_sidecar {
+        assert_eq!(relay["restartPolicy"], "Always", "{file}");
+        assert_eq!(relay["startupProbe"]["httpGet"]["path"], "/healthz");
+        assert!(pod["containers"].as_array().is_some_and(|c| !c.is_empty()));
+    } else {
+        assert_eq!(pod["containers"].as_array().unwrap().len(), 2, "{file}");
+    }
+    assert!(
+        relay["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("postmark-relay:"),
+        "{file}: image"
+    );
+    let ports: Vec<u64> = relay["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![SMTP_PORT, ADMIN_PORT], "{file}");
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(relay[probe]["httpGet"]["path"], path, "{file}: {probe}");
+        assert_eq!(
+            relay[probe]["httpGet"]["port"], ADMIN_PORT,
+            "{file}: {probe}"
+        );
+    }
+    let sc = &relay["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{file}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{file}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{file}");
+    assert_eq!(
+        sc["capabilities"]["drop"],
+        serde_json::json!(["ALL"]),
+        "{file}"
+    );
+
+    // The token comes from the example Secret's key.
+    let secret = &yaml_docs(&deploy().join("kubernetes/secret.example.yaml"))[0];
+    let mut env = BTreeMap::new();
+    let mut token_from_secret = false;
+    for var in relay["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name == "POSTMARK_SERVER_TOKEN" {
+            let key = &var["valueFrom"]["secretKeyRef"];
+            assert_eq!(key["name"], secret["metadata"]["name"], "{file}");
+            let key = key["key"].as_str().unwrap();
+            assert!(
+                secret["stringData"][key].is_string(),
+                "{file}: secret key {key}"
+            );
+            token_from_secret = true;
+        } else {
+            assert!(name.starts_with("POSTMARK_RELAY_"), "{file}: env {name}");
+            env.insert(name.to_string(), var["value"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        token_from_secret,
+        "{file}: POSTMARK_SERVER_TOKEN not from the Secret"
+    );
+    // The pod overrides the image's ENV; together they must load.
+    let mut effective: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
+    effective.extend(env.clone());
+    assert_config_loads(file, &effective);
+    assert_eq!(
+        effective["POSTMARK_RELAY_ADMIN__LISTEN"],
+        format!("0.0.0.0:{ADMIN_PORT}"),
+        "{file}: the kubelet probes the pod IP"
+    );
+
+    // The queue path is a mounted volume (the root filesystem is read-only).
+    let queue = &effective["POSTMARK_RELAY_QUEUE__PATH"];
+    let mount = relay["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == queue.as_str())
+        .unwrap_or_else(|| panic!("{file}: nothing mounted at {queue}"));
+    assert!(pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == mount["name"]));
+}
+
+#[test]
+fn kubernetes_sidecar_matches_the_binary() {
+    check_deployment("deployment.yaml", false);
+}
+
+#[test]
+fn kubernetes_native_sidecar_matches_the_binary() {
+    check_deployment("deployment-native-sidecar.yaml", true);
+}
+
+#[test]
+fn compose_file_matches_the_binary() {
+    let compose = &yaml_docs(&deploy().join("docker-compose.yml"))[0];
+    let relay = &compose["services"]["relay"];
+    assert!(relay["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("postmark-relay:"));
+    let build = &relay["build"];
+    let context = deploy().join(build["context"].as_str().unwrap());
+    assert!(context
+        .join(build["dockerfile"].as_str().unwrap())
+        .is_file());
+
+    // The env file's example names the token.
+    assert_eq!(relay["env_file"], ".env");
+    let example = std::fs::read_to_string(deploy().join(".env.example")).unwrap();
+    assert!(example
+        .lines()
+        .any(|l| l.starts_with("POSTMARK_SERVER_TOKEN=")));
+
+    let mut env: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
+    for (name, value) in relay["environment"].as_object().unwrap() {
+        assert!(name.starts_with("POSTMARK_RELAY_"), "env {name}");
+        env.insert(name.clone(), value.as_str().unwrap().to_string());
+    }
+    assert_config_loads("docker-compose.yml", &env);
+
+    let queue = &env["POSTMARK_RELAY_QUEUE__PATH"];
+    let volume = relay["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find_map(|v| v.strip_suffix(&format!(":{queue}")))
+        .unwrap_or_else(|| panic!("no volume at {queue}"));
+    assert!(
+        compose["volumes"].get(volume).is_some(),
+        "{volume} is not a named volume"
+    );
+    let grace = relay["stop_grace_period"].as_str().unwrap();
+    let grace = humantime::parse_duration(grace).unwrap();
+    assert!(
+        grace.as_secs() >= MIN_STOP_SECONDS,
+        "stop_grace_period {grace:?}"
+    );
+    assert_eq!(
+        relay["ports"],
+        serde_json::json!([format!("127.0.0.1:{ADMIN_PORT}:{ADMIN_PORT}")]),
+        "publish only the admin port, on the host's loopback"
+    );
+    assert_eq!(
+        compose["services"]["app"]["environment"]["SMTP_HOST"],
+        "relay"
+    );
+}
+
+/// The unit file, its `Environment=` settings, and `systemd-analyze verify`
+/// (systemd must be installed; Debian: apt-get install systemd).
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(deploy().join("systemd/postmark-relay.service")).unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(value("ExecStart"), ["/usr/bin/postmark-relay serve"]);
+    assert_eq!(value("Type"), ["simple"]);
+    assert_eq!(value("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    assert_eq!(value("StateDirectory"), ["postmark-relay"]);
+    assert!(value("TimeoutStopSec")[0].parse::<u64>().unwrap() >= MIN_STOP_SECONDS);
+
+    // Environment= settings are real keys; %S is /var/lib for system units.
+    let mut env = BTreeMap::new();
+    for setting in value("Environment") {
+        let (k, v) = setting.split_once('=').unwrap();
+        env.insert(k.to_string(), v.replace("%S", "/var/lib"));
+    }
+    let printed = assert_config_loads("postmark-relay.service", &env);
+    assert!(printed.contains(r#"path = "/var/lib/postmark-relay""#));
+
+    // verify needs ExecStart's binary to exist: point it at the built one.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("postmark-relay.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/bin/postmark-relay",
+            env!("CARGO_BIN_EXE_postmark-relay"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap_or_else(|e| panic!("systemd-analyze: {e} (apt-get install systemd)"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    // Unknown keys and bad values are only warnings: none allowed.
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warns: {stderr}"
+    );
+}
+
+/// What `deploy/debian/relay.toml` must be: `config/relay.toml` with a header
+/// and the queue in the unit's StateDirectory.
+fn debian_relay_toml() -> String {
+    let reference = std::fs::read_to_string(workspace().join("config/relay.toml")).unwrap();
+    let header = "\
+# /etc/postmark-relay/relay.toml, installed by the postmark-relay Debian
+# package (a conffile: your edits are kept on upgrade). The same as the
+# project's config/relay.toml except for [queue] path. Apply changes with
+# `systemctl reload postmark-relay` (listen addresses and the queue path need
+# `systemctl restart postmark-relay`). The token can also go in
+# /etc/default/postmark-relay as POSTMARK_SERVER_TOKEN=...
+#
+";
+    let queue_old =
+        "[queue]\n# Folder of the durable message store (SQLite); created if missing.\n";
+    let queue_new =
+        "[queue]\n# Folder of the durable message store (SQLite); created if missing.\n\
+# The Debian package's systemd unit keeps it in its StateDirectory,\n\
+# /var/lib/postmark-relay, and sets POSTMARK_RELAY_QUEUE__PATH to the same.\n";
+    let path_old = "path = \"/var/spool/postmark-relay\"\n";
+    let path_new = "path = \"/var/lib/postmark-relay\"\n";
+    assert!(
+        reference.contains(queue_old) && reference.contains(path_old),
+        "config/relay.toml's [queue] changed: update debian_relay_toml() in {}",
+        file!()
+    );
+    format!(
+        "{header}{}",
+        reference
+            .replace(queue_old, queue_new)
+            .replace(path_old, path_new)
+    )
+}
+
+/// The packaged config follows config/relay.toml and loads. After editing
+/// config/relay.toml, regenerate it with
+/// `UPDATE_DEBIAN_CONFIG=1 cargo test -p postmark-relay --test relay deploy_files`.
+#[test]
+fn debian_config_follows_the_reference() {
+    let path = deploy().join("debian/relay.toml");
+    let want = debian_relay_toml();
+    if std::env::var_os("UPDATE_DEBIAN_CONFIG").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        have == want,
+        "deploy/debian/relay.toml differs from config/relay.toml (+ queue path); regenerate: \
+         UPDATE_DEBIAN_CONFIG=1 cargo test -p postmark-relay --test relay deploy_files"
+    );
+    let out = crate::harness::run_cli(&["config"], &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"path = "/var/lib/postmark-relay""#));
+}
