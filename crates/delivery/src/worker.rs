@@ -21,6 +21,9 @@ use prometheus_client::metrics::gauge::Gauge;
 
 /// How long a claimed message stays ours: longer than any attempt can take.
 const LEASE: Duration = Duration::from_secs(600);
+/// How long a worker keeps trying to record an outcome the store refuses;
+/// well inside [`LEASE`], so the message is not handed out meanwhile.
+const RECORD_FOR: Duration = Duration::from_secs(300);
 /// Longest sleep while idle; bounds how late a retry made by another
 /// process (`queue retry`) is noticed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -280,7 +283,7 @@ impl<Q: Queue> Worker<Q> {
                 tracing::warn!(queue_id = %id, upstream = %up, recipient, reply = %reply, "Recipient failed permanently.");
             }
         }
-        match self.queue.finish(id, outcomes, error.clone()).await {
+        match self.finish_durably(id, outcomes, error).await {
             Ok(Finished::Deferred(next)) => {
                 self.metrics.deferred.get_or_create(&labels).inc();
                 let in_secs = next
@@ -303,6 +306,35 @@ impl<Q: Queue> Worker<Q> {
             Ok(Finished::Delivered) => {}
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "Could not record a delivery outcome; the message will be retried.")
+            }
+        }
+    }
+
+    /// Records an attempt's outcome, retrying while the store refuses (e.g.
+    /// a full disk) for up to [`RECORD_FOR`]: a delivery Postmark took but we
+    /// could not record would otherwise be sent again when its lease ends.
+    async fn finish_durably(
+        &self,
+        id: &str,
+        outcomes: Vec<(i64, Outcome)>,
+        error: Option<String>,
+    ) -> Result<Finished, relay_queue::QueueError> {
+        let started = Instant::now();
+        loop {
+            match self.queue.finish(id, outcomes.clone(), error.clone()).await {
+                Ok(finished) => return Ok(finished),
+                Err(e)
+                    if e.is_storage()
+                        && started.elapsed() < RECORD_FOR
+                        && !self.shutdown.is_cancelled() =>
+                {
+                    tracing::warn!(queue_id = %id, error = %e, "Cannot record a delivery outcome yet; trying again in a second.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
