@@ -6,8 +6,9 @@
 //! message costs two round trips (the command group, then the body).
 
 use relay_queue::{Outcome, PendingRecipient};
+use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::Response;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::connection::Session;
 use crate::outcome::{from_reply, reply_text};
@@ -133,48 +134,61 @@ async fn relay_batch<T: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Sends every command in one write, then reads the replies one by one, so
-/// that when the upstream answers the first and hangs up (e.g. `421` at
-/// MAIL FROM) its reply is what the log and the queue record, not just
-/// "connection reset".
+/// Sends every command in one write and reads one reply per command.
+///
+/// Like mail-send's `cmds`, the replies are parsed from one buffer (a
+/// pipelining server sends them together; mail-send's `read` would drop all
+/// but the first). Unlike it, when the upstream answers the first command and
+/// hangs up (e.g. `421` at MAIL FROM), that reply is what gets recorded, not
+/// just "connection reset".
 async fn pipeline<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut mail_send::SmtpClient<T>,
     commands: &[String],
     attempted: &mut Attempted,
 ) -> Result<Vec<Response<String>>, mail_send::Error> {
     let timeout = client.timeout;
-    let written = tokio::time::timeout(timeout, async {
-        client
-            .stream
-            .write_all(commands.concat().as_bytes())
-            .await?;
-        client.stream.flush().await
-    })
-    .await
-    .map_err(|_| mail_send::Error::Timeout)?;
-    written.map_err(mail_send::Error::Io)?;
     let mut replies = Vec::with_capacity(commands.len());
-    for _ in commands {
-        match tokio::time::timeout(timeout, client.read()).await {
-            Ok(Ok(reply)) => {
-                attempted.answered = true;
-                replies.push(reply);
+    let exchange = async {
+        let stream = &mut client.stream;
+        stream
+            .write_all(commands.concat().as_bytes())
+            .await
+            .map_err(mail_send::Error::Io)?;
+        stream.flush().await.map_err(mail_send::Error::Io)?;
+        let mut parser = ResponseReceiver::default();
+        let mut buf = vec![0u8; 4096];
+        while replies.len() < commands.len() {
+            let read = stream.read(&mut buf).await.map_err(mail_send::Error::Io)?;
+            if read == 0 {
+                return Err(mail_send::Error::UnparseableReply);
             }
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => e,
-                    _ => mail_send::Error::Timeout,
-                };
-                return Err(match replies.first() {
-                    Some(first) if first.code / 100 != 2 => {
-                        mail_send::Error::UnexpectedReply(first.clone())
+            let mut bytes = buf[..read].iter();
+            while replies.len() < commands.len() {
+                match parser.parse(&mut bytes) {
+                    Ok(reply) => {
+                        replies.push(reply);
+                        parser.reset();
                     }
-                    _ => error,
-                });
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
+                    Err(_) => return Err(mail_send::Error::UnparseableReply),
+                }
             }
         }
+        Ok(())
+    };
+    let result = tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(mail_send::Error::Timeout));
+    attempted.answered |= !replies.is_empty();
+    match result {
+        Ok(()) => Ok(replies),
+        Err(error) => Err(match replies.first() {
+            Some(first) if first.code / 100 != 2 => {
+                mail_send::Error::UnexpectedReply(first.clone())
+            }
+            _ => error,
+        }),
     }
-    Ok(replies)
 }
 
 /// Leaves an aborted transaction so the connection can be reused: RSET,
