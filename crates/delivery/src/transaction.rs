@@ -229,7 +229,82 @@ pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::dot_stuff;
+    use super::{dot_stuff, relay};
+    use crate::connection::Session;
+    use relay_queue::{Outcome, PendingRecipient};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A pipelining server answers a whole command group in one write; every
+    /// reply must be read from that one buffer (mail-send's `read` keeps only
+    /// the first, which once left every message waiting for a timeout).
+    #[tokio::test]
+    async fn replies_that_arrive_in_one_segment_are_all_read() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let upstream = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.ends_with(b"DATA\r\n") {
+                let n = server.read(&mut buf).await.expect("read commands");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            server
+                .write_all(
+                    b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n354 go ahead\r\n",
+                )
+                .await
+                .expect("write replies");
+            let mut body = Vec::new();
+            while !body.ends_with(b"\r\n.\r\n") {
+                let n = server.read(&mut buf).await.expect("read body");
+                body.extend_from_slice(&buf[..n]);
+            }
+            server
+                .write_all(b"250 2.0.0 queued\r\n")
+                .await
+                .expect("write final");
+            (seen, body)
+        });
+        let mut session = Session {
+            client: mail_send::SmtpClient {
+                stream: client,
+                timeout: Duration::from_secs(5),
+            },
+            pipelining: true,
+        };
+        let rcpts = [
+            PendingRecipient {
+                idx: 0,
+                address: "a@x.test".into(),
+            },
+            PendingRecipient {
+                idx: 1,
+                address: "b@x.test".into(),
+            },
+        ];
+        let attempted = relay(
+            &mut session,
+            "s@x.test",
+            &rcpts,
+            b"Subject: t\r\n\r\n.dot\r\n",
+        )
+        .await;
+        assert!(attempted.broken.is_none(), "{:?}", attempted.broken);
+        assert!(
+            matches!(
+                attempted.outcomes[..],
+                [(1, Outcome::Failed(_)), (0, Outcome::Delivered(_))]
+            ),
+            "{:?}",
+            attempted.outcomes
+        );
+        let (commands, body) = upstream.await.expect("server task");
+        assert_eq!(
+            commands,
+            b"MAIL FROM:<s@x.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"
+        );
+        assert_eq!(body, b"Subject: t\r\n\r\n..dot\r\n.\r\n");
+    }
 
     #[test]
     fn stuffs_every_line_that_starts_with_a_dot() {
