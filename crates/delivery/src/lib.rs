@@ -10,6 +10,7 @@
 //! (only the [`relay_queue::Queue`] trait).
 #![forbid(unsafe_code)]
 
+mod chain;
 mod connection;
 pub mod metrics;
 pub mod outcome;

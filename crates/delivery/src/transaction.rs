@@ -3,7 +3,8 @@
 //! outcome per recipient.
 //!
 //! With PIPELINING, MAIL, every RCPT and DATA go out in one write, so a
-//! message costs two round trips (the command group, then the body).
+//! message on its own costs two round trips (the command group, then the
+//! body); `chain` brings a run of messages down to one round trip each.
 
 use relay_queue::{Outcome, PendingRecipient};
 use smtp_proto::response::parser::ResponseReceiver;
@@ -29,6 +30,9 @@ pub struct Attempted {
     /// Whether the upstream answered anything before it broke (if not, a
     /// reused connection was merely stale and the message can go again).
     pub answered: bool,
+    /// Never sent (an earlier message of the same chain broke the
+    /// connection): give it back without counting an attempt.
+    pub untried: bool,
 }
 
 /// Sends `body` (CRLF, not dot-stuffed) from `sender` to `recipients`.
@@ -120,13 +124,7 @@ async fn relay_batch<T: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
     .map_err(|_| mail_send::Error::Timeout)??;
-    let outcome = match from_reply(&final_reply) {
-        // A 354-style intermediate reply here is a protocol error: retry.
-        Outcome::Delivered(_) if final_reply.code / 100 != 2 => {
-            Outcome::Deferred(reply_text(&final_reply))
-        }
-        outcome => outcome,
-    };
+    let outcome = body_outcome(&final_reply);
     attempted.reply = Some(reply_text(&final_reply));
     attempted
         .outcomes
@@ -146,24 +144,39 @@ async fn pipeline<T: AsyncRead + AsyncWrite + Unpin>(
     commands: &[String],
     attempted: &mut Attempted,
 ) -> Result<Vec<Response<String>>, mail_send::Error> {
+    let (replies, result) = exchange(client, commands.concat().as_bytes(), commands.len()).await;
+    attempted.answered |= !replies.is_empty();
+    match result {
+        Ok(()) => Ok(replies),
+        Err(error) => Err(first_refusal(&replies).unwrap_or(error)),
+    }
+}
+
+/// Writes `bytes` in one go and reads `expected` replies, parsed from one
+/// buffer. Returns the replies read even when the exchange failed part-way.
+pub(crate) async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut mail_send::SmtpClient<T>,
+    bytes: &[u8],
+    expected: usize,
+) -> (Vec<Response<String>>, Result<(), mail_send::Error>) {
     let timeout = client.timeout;
-    let mut replies = Vec::with_capacity(commands.len());
-    let exchange = async {
+    let mut replies = Vec::with_capacity(expected);
+    let io = async {
         let stream = &mut client.stream;
         stream
-            .write_all(commands.concat().as_bytes())
+            .write_all(bytes)
             .await
             .map_err(mail_send::Error::Io)?;
         stream.flush().await.map_err(mail_send::Error::Io)?;
         let mut parser = ResponseReceiver::default();
         let mut buf = vec![0u8; 4096];
-        while replies.len() < commands.len() {
+        while replies.len() < expected {
             let read = stream.read(&mut buf).await.map_err(mail_send::Error::Io)?;
             if read == 0 {
                 return Err(mail_send::Error::UnparseableReply);
             }
             let mut bytes = buf[..read].iter();
-            while replies.len() < commands.len() {
+            while replies.len() < expected {
                 match parser.parse(&mut bytes) {
                     Ok(reply) => {
                         replies.push(reply);
@@ -176,25 +189,34 @@ async fn pipeline<T: AsyncRead + AsyncWrite + Unpin>(
         }
         Ok(())
     };
-    let result = tokio::time::timeout(timeout, exchange)
+    let result = tokio::time::timeout(timeout, io)
         .await
         .unwrap_or(Err(mail_send::Error::Timeout));
-    attempted.answered |= !replies.is_empty();
-    match result {
-        Ok(()) => Ok(replies),
-        Err(error) => Err(match replies.first() {
-            Some(first) if first.code / 100 != 2 => {
-                mail_send::Error::UnexpectedReply(first.clone())
-            }
-            _ => error,
-        }),
+    (replies, result)
+}
+
+/// When the upstream refused the first command of a group and then hung up,
+/// that refusal (e.g. `421`) explains the failure better than the reset.
+pub(crate) fn first_refusal(replies: &[Response<String>]) -> Option<mail_send::Error> {
+    replies
+        .first()
+        .filter(|r| r.code / 100 != 2)
+        .map(|r| mail_send::Error::UnexpectedReply(r.clone()))
+}
+
+/// The outcome of the reply to a message body. A 3xx there is a protocol
+/// error, so it counts as temporary.
+pub(crate) fn body_outcome(reply: &Response<String>) -> Outcome {
+    match from_reply(reply) {
+        Outcome::Delivered(_) if reply.code / 100 != 2 => Outcome::Deferred(reply_text(reply)),
+        outcome => outcome,
     }
 }
 
 /// Leaves an aborted transaction so the connection can be reused: RSET,
 /// unless the upstream already said 354 (it now expects a body, and the
 /// only safe way out is to drop the connection).
-async fn end_aborted<T: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn end_aborted<T: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session<T>,
     last: Option<&Response<String>>,
 ) -> Result<(), mail_send::Error> {

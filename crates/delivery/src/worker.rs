@@ -12,13 +12,19 @@ use relay_queue::{Claimed, Finished, Outcome, Queue};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::chain::{relay_chain, Job};
+use crate::connection::Session;
 use crate::connection::{connect, ConnectError, Connection};
 use crate::metrics::{failure_class, upstream as upstream_label, Metrics};
 use crate::pause::Pause;
-use crate::transaction::{relay, Attempted};
+use crate::transaction::{relay, Attempted, MAX_RCPT_PER_TRANSACTION};
 use crate::Upstream;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Most messages a worker takes at once; over a pipelining upstream they go
+/// out as one chain (one round trip each; see `chain`).
+const CHAIN: usize = 8;
 /// How long a claimed message stays ours: longer than any attempt can take.
 const LEASE: Duration = Duration::from_secs(600);
 /// How long a worker keeps trying to record an outcome the store refuses;
@@ -79,14 +85,14 @@ impl<Q: Queue> Worker<Q> {
             let notified = arrivals.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.queue.claim(&self.upstream.name, 1, LEASE).await {
+            let claimed = match self.queue.claim(&self.upstream.name, CHAIN, LEASE).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(upstream = %self.upstream.name, error = %e, "Cannot read the queue.");
                     Vec::new()
                 }
             };
-            let Some(message) = claimed.into_iter().next() else {
+            if claimed.is_empty() {
                 if connection
                     .as_ref()
                     .is_some_and(|p| p.used.elapsed() > IDLE_CLOSE)
@@ -100,8 +106,8 @@ impl<Q: Queue> Worker<Q> {
                     _ = self.shutdown.cancelled() => break,
                 }
                 continue;
-            };
-            match self.deliver(message, &mut connection).await {
+            }
+            match self.deliver(claimed, &mut connection).await {
                 Ok(()) => reconnect_wait = RECONNECT_FIRST,
                 Err(()) => {
                     // Jittered, so an upstream's workers do not reconnect in lockstep.
@@ -142,8 +148,12 @@ impl<Q: Queue> Worker<Q> {
 
     /// Delivers one claimed message. `Err` means the upstream could not be
     /// reached, and the worker should wait before trying again.
-    async fn deliver(&self, message: Claimed, connection: &mut Option<Pooled>) -> Result<(), ()> {
-        let body = with_stream_header(&message);
+    async fn deliver(
+        &self,
+        messages: Vec<Claimed>,
+        connection: &mut Option<Pooled>,
+    ) -> Result<(), ()> {
+        let bodies: Vec<Vec<u8>> = messages.iter().map(with_stream_header).collect();
         for try_number in 0..2 {
             let reused = connection.is_some();
             let conn = match connection {
@@ -168,38 +178,59 @@ impl<Q: Queue> Worker<Q> {
                     }
                     Err(ConnectError::Credentials(reason)) => {
                         self.credentials_refused(&reason);
-                        if let Err(e) = self.queue.release(&message.id).await {
-                            tracing::error!(queue_id = %message.id, error = %e, "Could not release a message.");
-                        }
+                        self.release(&messages).await;
                         return Ok(());
                     }
                     Err(ConnectError::Transient(reason)) => {
                         tracing::warn!(upstream = %self.upstream.name, error = %reason, "Cannot reach the upstream.");
-                        self.record(&message, defer_all(&message, &reason), Some(reason), None)
+                        for message in &messages {
+                            self.record(
+                                message,
+                                defer_all(message, &reason),
+                                Some(reason.clone()),
+                                None,
+                            )
                             .await;
+                        }
                         return Err(());
                     }
                 },
             };
-            let attempted = match conn {
-                Connection::Tls(s) => {
-                    relay(s.as_mut(), &message.sender, &message.recipients, &body).await
-                }
-                Connection::Plain(s) => relay(s, &message.sender, &message.recipients, &body).await,
+            let attempts = match conn {
+                Connection::Tls(s) => relay_all(s.as_mut(), &messages, &bodies).await,
+                Connection::Plain(s) => relay_all(s, &messages, &bodies).await,
             };
-            if let Some(reason) = &attempted.broken {
+            if attempts.iter().any(|a| a.broken.is_some()) {
                 *connection = None;
-                if reused && !attempted.answered && try_number == 0 {
-                    tracing::debug!(upstream = %self.upstream.name, error = %reason, "Pooled connection was stale; reconnecting.");
+                let first = &attempts[0];
+                if reused && first.broken.is_some() && !first.answered && try_number == 0 {
+                    tracing::debug!(upstream = %self.upstream.name, "Pooled connection was stale; reconnecting.");
                     continue;
                 }
             } else if let Some(pooled) = connection {
                 pooled.used = Instant::now();
             }
-            self.finish(&message, attempted).await;
+            let mut untried = Vec::new();
+            for (message, attempted) in messages.iter().zip(attempts) {
+                if attempted.untried {
+                    untried.push(message.clone());
+                } else {
+                    self.finish(message, attempted).await;
+                }
+            }
+            self.release(&untried).await;
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Gives messages back to the queue without counting an attempt.
+    async fn release(&self, messages: &[Claimed]) {
+        for message in messages {
+            if let Err(e) = self.queue.release(&message.id).await {
+                tracing::error!(queue_id = %message.id, error = %e, "Could not release a message.");
+            }
+        }
     }
 
     fn credentials_refused(&self, reason: &str) {
@@ -359,4 +390,41 @@ fn with_stream_header(message: &Claimed) -> Vec<u8> {
         }
         _ => message.data.clone(),
     }
+}
+
+/// Relays a worker's claimed messages over one session: as one pipelined
+/// chain when the upstream pipelines and each fits one transaction, else one
+/// by one. After a broken connection the rest are left untried.
+async fn relay_all<T: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session<T>,
+    messages: &[Claimed],
+    bodies: &[Vec<u8>],
+) -> Vec<Attempted> {
+    let chainable = messages
+        .iter()
+        .all(|m| m.recipients.len() <= MAX_RCPT_PER_TRANSACTION);
+    if session.pipelining && chainable {
+        let jobs: Vec<Job<'_>> = messages
+            .iter()
+            .zip(bodies)
+            .map(|(m, body)| Job {
+                sender: &m.sender,
+                recipients: &m.recipients,
+                body,
+            })
+            .collect();
+        return relay_chain(session, &jobs).await;
+    }
+    let mut attempts = Vec::with_capacity(messages.len());
+    for (message, body) in messages.iter().zip(bodies) {
+        if attempts.iter().any(|a: &Attempted| a.broken.is_some()) {
+            attempts.push(Attempted {
+                untried: true,
+                ..Attempted::default()
+            });
+            continue;
+        }
+        attempts.push(relay(session, &message.sender, &message.recipients, body).await);
+    }
+    attempts
 }
