@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{Claimed, Finished, Outcome, Queue};
+use relay_queue::{Batch, Claimed, Finished, Outcome, Queue};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Most messages a worker takes at once; over a pipelining upstream they go
 /// out as one chain (one round trip each; see `chain`).
-const CHAIN: usize = 8;
+const CHAIN: Batch = Batch {
+    messages: 8,
+    bytes: 256 * 1024,
+};
 /// How long a claimed message stays ours: longer than any attempt can take.
 const LEASE: Duration = Duration::from_secs(600);
 /// How long a worker keeps trying to record an outcome the store refuses;

@@ -56,7 +56,7 @@ pub use info::{
     format_time, Deleted, MessageInfo, RecipientInfo, RecipientState, StateCounts, Stats,
 };
 pub use inspect::{Inspector, BUSY_TIMEOUT};
-pub use message::{Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
+pub use message::{Batch, Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
 pub use sqlite::SqliteQueue;
 
 use std::future::Future;
@@ -77,7 +77,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
     fn claim(
         &self,
         upstream: &str,
-        limit: usize,
+        batch: impl Into<Batch> + Send,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
 

@@ -21,6 +21,25 @@ pub struct NewMessage {
     pub data: Vec<u8>,
 }
 
+/// How much one claim may take: at most `messages` messages and, beyond the
+/// first, at most `bytes` of message data (so a worker holding a run of
+/// large messages does not hold many megabytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub messages: usize,
+    pub bytes: u64,
+}
+
+impl From<usize> for Batch {
+    /// Up to `messages` messages of any size.
+    fn from(messages: usize) -> Batch {
+        Batch {
+            messages,
+            bytes: u64::MAX,
+        }
+    }
+}
+
 /// A recipient still waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRecipient {

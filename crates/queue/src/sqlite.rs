@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::writer::{self, Op};
 use crate::{
-    schema, store, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
+    schema, store, Batch, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
 };
 
 /// The SQLite-backed queue. Cheap to clone; every clone talks to the same
@@ -101,13 +101,14 @@ impl Queue for SqliteQueue {
     async fn claim(
         &self,
         upstream: &str,
-        limit: usize,
+        batch: impl Into<Batch> + Send,
         lease: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
         let upstream = upstream.to_string();
+        let batch = batch.into();
         self.ask(|reply| Op::Claim {
             upstream,
-            limit,
+            batch,
             lease,
             reply,
         })

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy};
+use crate::{
+    Batch, Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy,
+};
 
 /// Unix milliseconds, the time unit on disk.
 pub fn millis(t: SystemTime) -> i64 {
@@ -38,20 +40,33 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
 pub fn claim(
     conn: &Connection,
     upstream: &str,
-    limit: usize,
+    batch: Batch,
     lease: Duration,
     now: SystemTime,
 ) -> Result<Vec<Claimed>, QueueError> {
     let now_ms = millis(now);
-    let ids: Vec<String> = conn
+    let due: Vec<(String, i64)> = conn
         .prepare_cached(
-            "SELECT id FROM messages
+            "SELECT id, size FROM messages
              WHERE upstream = ?1 AND state != 'failed' AND next_attempt_at <= ?2
                AND (lease_until IS NULL OR lease_until <= ?2)
              ORDER BY next_attempt_at LIMIT ?3",
         )?
-        .query_map(params![upstream, now_ms, limit as i64], |r| r.get(0))?
+        .query_map(params![upstream, now_ms, batch.messages as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
+    // The first due message always; more only while they fit `batch.bytes`.
+    let mut bytes = 0u64;
+    let ids: Vec<String> = due
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, (_, size))| {
+            bytes = bytes.saturating_add((*size).max(0) as u64);
+            *i == 0 || bytes <= batch.bytes
+        })
+        .map(|(_, (id, _))| id)
+        .collect();
     let lease_until = now_ms + lease.as_millis() as i64;
     let mut claimed = Vec::with_capacity(ids.len());
     for id in ids {

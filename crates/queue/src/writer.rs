@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Notify};
 
-use crate::{store, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
+use crate::{store, Batch, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
 
 /// Most requests committed together.
 pub const MAX_BATCH: usize = 256;
@@ -27,7 +27,7 @@ pub(crate) enum Op {
     Enqueue(NewMessage, Reply<()>),
     Claim {
         upstream: String,
-        limit: usize,
+        batch: Batch,
         lease: Duration,
         reply: Reply<Vec<Claimed>>,
     },
@@ -118,11 +118,11 @@ fn commit_batch(
             Op::Enqueue(m, reply) => apply(&mut tx, reply, |c| store::enqueue(c, &m)),
             Op::Claim {
                 upstream,
-                limit,
+                batch,
                 lease,
                 reply,
             } => apply(&mut tx, reply, |c| {
-                store::claim(c, &upstream, limit, lease, now)
+                store::claim(c, &upstream, batch, lease, now)
             }),
             Op::Finish {
                 id,
