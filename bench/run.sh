@@ -334,10 +334,10 @@ run_one() {
 }
 
 # Runs run_one in a subshell that cleans up after itself. postmark-relay's
-# queue ids are 20 random bits per millisecond, so at thousands of messages
-# a second two sessions now and then draw the same id: the store refuses
-# the second (UNIQUE constraint) and the client gets `452 4.3.1`, on which
-# smtp-source gives up. That run is repeated (at most twice) and counted
+# queue ids once were 20 random bits per millisecond and at thousands of
+# messages a second two sessions could draw the same id (the store refused
+# the second with `452 4.3.1`, on which smtp-source gives up); they now use a
+# per-process counter, so a repeat here means that regressed. That run is repeated (at most twice) and counted
 # in id_collisions; any other failure ends the benchmark.
 COLLISIONS=0
 attempt() { # same arguments as run_one
@@ -593,10 +593,9 @@ $TABLE
   $((2 * WAN_DELAY_MS)) ms), both relays use $CONNECTIONS upstream connections.
 - **idle_rss_mb**: postmark-relay's VmRSS 3 s after start, empty queue.
 - **queue-id collisions**: $COLLISIONS run(s) had to be repeated because
-  postmark-relay answered \`452 4.3.1\` when two messages drew the same queue
-  id (11 hex digits of milliseconds + 20 random bits; the store's UNIQUE
-  constraint refuses the second). smtp-source gives up on a 452; a real client
-  would retry. Counted here because it is a product defect, not noise.
+  postmark-relay answered \`452 4.3.1\` to a duplicate queue id (ids are
+  milliseconds + a per-process counter since this was found; anything but 0
+  here is a regression).
 - **backlog**: $N_BACKLOG messages inserted straight into SQLite (schema of
   crates/queue/src/schema.rs); time from starting \`serve\` to the first message
   at the sink, then the delivery rate over the next 5 s.
@@ -614,6 +613,11 @@ other settings default (it logs to syslog; no syslog daemon ran here).
 
 $TARGETS
 EOF
-    } >"$doc"
+    } >"$doc.new"
+    # Hand-written notes below the marker survive a re-run.
+    if [ -f "$doc" ] && grep -q '^<!-- notes -->' "$doc"; then
+        sed -n '/^<!-- notes -->/,$p' "$doc" >>"$doc.new"
+    fi
+    mv "$doc.new" "$doc"
     say "wrote $doc"
 fi

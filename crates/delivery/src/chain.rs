@@ -45,9 +45,10 @@ pub async fn relay_chain<T: AsyncRead + AsyncWrite + Unpin>(
     let mut written = 0;
     for (i, job) in jobs.iter().enumerate() {
         written = i;
+        // The body moves into the group: only its answer is still needed.
         let mut group = pending
-            .as_ref()
-            .map(|p| p.stuffed.clone())
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.stuffed))
             .unwrap_or_default();
         let envelope = envelope(job);
         group.extend_from_slice(envelope.concat().as_bytes());

@@ -227,8 +227,21 @@ async fn a_claim_stops_at_its_byte_budget_but_always_takes_one() {
         m.size = 100;
         q.enqueue(m).await.unwrap();
     }
-    let batch = relay_queue::Batch { messages: 10, bytes: 250 };
-    assert_eq!(q.claim("transactional", batch, LEASE).await.unwrap().len(), 2);
-    let tiny = relay_queue::Batch { messages: 10, bytes: 1 };
-    assert_eq!(q.claim("transactional", tiny, LEASE).await.unwrap().len(), 1, "a big message must still go");
+    let batch = relay_queue::Batch {
+        messages: 10,
+        bytes: 250,
+    };
+    assert_eq!(
+        q.claim("transactional", batch, LEASE).await.unwrap().len(),
+        2
+    );
+    let tiny = relay_queue::Batch {
+        messages: 10,
+        bytes: 1,
+    };
+    assert_eq!(
+        q.claim("transactional", tiny, LEASE).await.unwrap().len(),
+        1,
+        "a big message must still go"
+    );
 }
