@@ -180,6 +180,36 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
+    /// Relays three one-recipient messages (`one`, `two`, then `third`)
+    /// as a chain over `client`.
+    async fn run_three(client: DuplexStream, third: &[u8]) -> Vec<crate::transaction::Attempted> {
+        let mut session = Session {
+            client: mail_send::SmtpClient {
+                stream: client,
+                timeout: Duration::from_secs(5),
+            },
+            pipelining: true,
+        };
+        let rcpt = |i: i64| {
+            [PendingRecipient {
+                idx: i,
+                address: format!("r{i}@x.test"),
+            }]
+        };
+        let (r1, r2, r3) = (rcpt(1), rcpt(2), rcpt(3));
+        let job = |sender, recipients, body| Job {
+            sender,
+            recipients,
+            body,
+        };
+        let jobs = [
+            job("a@x.test", &r1[..], &b"one\r\n"[..]),
+            job("b@x.test", &r2[..], &b"two\r\n"[..]),
+            job("c@x.test", &r3[..], third),
+        ];
+        relay_chain(&mut session, &jobs).await
+    }
+
     async fn read_until(server: &mut DuplexStream, end: &[u8]) -> Vec<u8> {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
@@ -224,38 +254,7 @@ mod tests {
                 .expect("write");
             groups
         });
-        let mut session = Session {
-            client: mail_send::SmtpClient {
-                stream: client,
-                timeout: Duration::from_secs(5),
-            },
-            pipelining: true,
-        };
-        let rcpt = |i: i64| {
-            [PendingRecipient {
-                idx: i,
-                address: format!("r{i}@x.test"),
-            }]
-        };
-        let (r1, r2, r3) = (rcpt(1), rcpt(2), rcpt(3));
-        let jobs = [
-            Job {
-                sender: "a@x.test",
-                recipients: &r1,
-                body: b"one\r\n",
-            },
-            Job {
-                sender: "b@x.test",
-                recipients: &r2,
-                body: b"two\r\n",
-            },
-            Job {
-                sender: "c@x.test",
-                recipients: &r3,
-                body: b".three\r\n",
-            },
-        ];
-        let results = relay_chain(&mut session, &jobs).await;
+        let results = run_three(client, b".three\r\n").await;
         let groups = upstream.await.expect("server");
         assert_eq!(
             groups[0],
@@ -304,38 +303,7 @@ mod tests {
                 .expect("write");
             drop(server);
         });
-        let mut session = Session {
-            client: mail_send::SmtpClient {
-                stream: client,
-                timeout: Duration::from_secs(5),
-            },
-            pipelining: true,
-        };
-        let rcpt = |i: i64| {
-            [PendingRecipient {
-                idx: i,
-                address: format!("r{i}@x.test"),
-            }]
-        };
-        let (r1, r2, r3) = (rcpt(1), rcpt(2), rcpt(3));
-        let jobs = [
-            Job {
-                sender: "a@x.test",
-                recipients: &r1,
-                body: b"one\r\n",
-            },
-            Job {
-                sender: "b@x.test",
-                recipients: &r2,
-                body: b"two\r\n",
-            },
-            Job {
-                sender: "c@x.test",
-                recipients: &r3,
-                body: b"three\r\n",
-            },
-        ];
-        let results = relay_chain(&mut session, &jobs).await;
+        let results = run_three(client, b"three\r\n").await;
         upstream.await.expect("server");
         assert!(
             matches!(results[0].outcomes[..], [(1, Outcome::Delivered(_))])
