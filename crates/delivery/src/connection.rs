@@ -20,8 +20,9 @@ pub enum Connection {
 }
 
 impl Connection {
-    /// Says QUIT and closes, for one-off connections (`check`,
-    /// `send-test`); a failure here changes nothing, so it is ignored.
+    /// Says QUIT and closes (one-off connections of `check` and
+    /// `send-test`, and a worker's pooled one when it stops); a failure
+    /// here changes nothing, so it is ignored.
     pub(crate) async fn quit(self) {
         let _ = match self {
             Connection::Tls(s) => s.client.quit().await,

@@ -123,18 +123,8 @@ impl<Q: Queue> Worker<Q> {
                 }
             }
         }
-        if let Some(Pooled {
-            conn: Connection::Tls(s),
-            ..
-        }) = connection
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
-        } else if let Some(Pooled {
-            conn: Connection::Plain(s),
-            ..
-        }) = connection
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.client.quit()).await;
+        if let Some(pooled) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pooled.conn.quit()).await;
         }
     }
 
@@ -149,8 +139,29 @@ impl<Q: Queue> Worker<Q> {
         }
     }
 
-    /// Delivers one claimed message. `Err` means the upstream could not be
-    /// reached, and the worker should wait before trying again.
+    /// Connects and authenticates; the connection counts in the
+    /// open-connections gauge for as long as it lives.
+    async fn open(&self) -> Result<Pooled, ConnectError> {
+        let conn = connect(&self.upstream).await?;
+        if self.pause.resume() {
+            tracing::info!(upstream = %self.upstream.name, "Upstream accepted our credentials again; delivery resumed.");
+        }
+        tracing::debug!(upstream = %self.upstream.name, worker = self.id, "Connected and authenticated.");
+        let gauge = self
+            .metrics
+            .connections
+            .get_or_create_owned(&upstream_label(&self.upstream.name));
+        gauge.inc();
+        Ok(Pooled {
+            conn,
+            used: Instant::now(),
+            _open: OpenGauge(gauge),
+        })
+    }
+
+    /// Delivers a worker's claimed messages over its connection (opening
+    /// one if needed). `Err` means the upstream could not be reached, and
+    /// the worker should wait before trying again.
     async fn deliver(
         &self,
         messages: Vec<Claimed>,
@@ -161,24 +172,8 @@ impl<Q: Queue> Worker<Q> {
             let reused = connection.is_some();
             let conn = match connection {
                 Some(pooled) => &mut pooled.conn,
-                None => match connect(&self.upstream).await {
-                    Ok(conn) => {
-                        if self.pause.resume() {
-                            tracing::info!(upstream = %self.upstream.name, "Upstream accepted our credentials again; delivery resumed.");
-                        }
-                        tracing::debug!(upstream = %self.upstream.name, worker = self.id, "Connected and authenticated.");
-                        let gauge = self
-                            .metrics
-                            .connections
-                            .get_or_create_owned(&upstream_label(&self.upstream.name));
-                        gauge.inc();
-                        let pooled = Pooled {
-                            conn,
-                            used: Instant::now(),
-                            _open: OpenGauge(gauge),
-                        };
-                        &mut connection.insert(pooled).conn
-                    }
+                None => match self.open().await {
+                    Ok(pooled) => &mut connection.insert(pooled).conn,
                     Err(ConnectError::Credentials(reason)) => {
                         self.credentials_refused(&reason);
                         self.release(&messages).await;

@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::sendmail::dial_address;
+
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the check against `admin.listen`.
@@ -14,7 +16,7 @@ pub fn run(config: &relay_config::Config) -> ExitCode {
         eprintln!("postmark-relay health: admin.listen is disabled (\"\"); nothing to ask");
         return ExitCode::FAILURE;
     };
-    match get_healthz(dialable(addr)) {
+    match get_healthz(dial_address(addr)) {
         Ok(200) => {
             println!("healthy");
             ExitCode::SUCCESS
@@ -27,19 +29,6 @@ pub fn run(config: &relay_config::Config) -> ExitCode {
             eprintln!("postmark-relay health: cannot reach the admin endpoint at {addr}: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// A wildcard listen address is reached through loopback.
-fn dialable(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], a.port()))
-        }
-        SocketAddr::V6(a) if a.ip().is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
-        }
-        other => other,
     }
 }
 

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use args::{ArgsError, Options, USAGE};
 use message::{from_value, read_message, to_crlf, Message};
-use submit::{dial_address, submit, Envelope, SubmitError, Timeouts};
+pub(crate) use submit::dial_address;
+use submit::{submit, Envelope, SubmitError, Timeouts};
 
 /// sysexits' EX_USAGE: bad command line or configuration.
 const EX_USAGE: u8 = 64;
