@@ -53,11 +53,7 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn metrics_count_a_relayed_message_and_never_show_the_token() {
     let (t, b) = (fake(), fake());
-    let mut relay = Relay::start(Start {
-        config: with_admin(config_for(&t, &b, "")),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let mut relay = relay_with(with_admin(config_for(&t, &b, "")));
     let admin = admin_addr(&mut relay);
     let (status, before) = get(admin, "/metrics");
     assert_eq!(status, 200);
@@ -127,11 +123,7 @@ fn metrics_count_a_relayed_message_and_never_show_the_token() {
 #[test]
 fn healthz_and_the_health_command_say_healthy() {
     let (t, b) = (fake(), fake());
-    let mut relay = Relay::start(Start {
-        config: with_admin(config_for(&t, &b, "")),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let mut relay = relay_with(with_admin(config_for(&t, &b, "")));
     let admin = admin_addr(&mut relay);
     assert_eq!(get(admin, "/healthz").0, 200);
     assert_eq!(get(admin, "/readyz").0, 200);

@@ -10,11 +10,7 @@ fn thirty_messages_queued_before_kill_9_are_delivered_once_after_restart() {
     let (t, b) = (fake(), fake());
     t.set_down(true);
     let config = config_for(&t, &b, "");
-    let relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let relay = relay_with(config.clone());
     let subjects: Vec<String> = (0..30).map(|i| format!("crash-{i}")).collect();
     send_concurrently(relay.addr, &subjects, 5);
     let dir = relay.kill9();
@@ -33,11 +29,7 @@ fn thirty_messages_queued_before_kill_9_are_delivered_once_after_restart() {
 fn sigterm_exits_0_and_mail_accepted_before_it_is_delivered_exactly_once_overall() {
     let (t, b) = (fake(), fake());
     let config = config_for(&t, &b, "");
-    let relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let relay = relay_with(config.clone());
     let reply = send(
         relay.addr,
         "app@example.com",
@@ -63,11 +55,7 @@ fn sigterm_with_the_upstream_down_exits_0_and_the_queued_mail_goes_out_after_res
     let (t, b) = (fake(), fake());
     t.set_down(true);
     let config = config_for(&t, &b, "");
-    let mut relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let mut relay = relay_with(config.clone());
     let reply = send(
         relay.addr,
         "app@example.com",

@@ -47,11 +47,7 @@ fn crash_under_load(
     let (t, b) = (fake(), fake());
     t.set_down(!upstream_up);
     let config = config_for(&t, &b, "");
-    let mut relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let mut relay = relay_with(config.clone());
     let addr = Arc::new(Mutex::new(relay.addr));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let next = Arc::new(AtomicUsize::new(0));

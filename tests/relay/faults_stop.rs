@@ -39,11 +39,7 @@ fn read_reply(reader: &mut BufReader<TcpStream>) -> String {
 fn sigterm_during_a_slow_5_mb_upload_ends_in_250_or_421_and_loses_nothing() {
     let (t, b) = (fake(), fake());
     let config = config_for(&t, &b, "");
-    let relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let relay = relay_with(config.clone());
     let body = large_message("big-upload");
     let (started, upload_started) = mpsc::channel();
     let addr = relay.addr;
@@ -126,11 +122,7 @@ fn sigterm_while_deliveries_wait_on_a_slow_upstream_exits_0_and_delivers_each_on
     let (t, b) = (fake(), fake());
     t.set_data_reply_delay(Some(Duration::from_secs(2)));
     let config = config_for(&t, &b, "");
-    let mut relay = Relay::start(Start {
-        config: config.clone(),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let mut relay = relay_with(config.clone());
     let subjects: Vec<String> = (0..6).map(|i| format!("slow-up-{i}")).collect();
     send_concurrently(relay.addr, &subjects, 2);
     relay.wait_log("Connected and authenticated.", Duration::from_secs(20));

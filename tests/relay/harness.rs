@@ -59,8 +59,13 @@ listen = ""
 /// A relay with the default token whose upstreams are the given fakes;
 /// `extra` as for [`config_for`].
 pub fn relay_for(transactional: &FakePostmark, broadcast: &FakePostmark, extra: &str) -> Relay {
+    relay_with(config_for(transactional, broadcast, extra))
+}
+
+/// A relay on `config` with the fakes' token and a fresh folder.
+pub fn relay_with(config: String) -> Relay {
     Relay::start(Start {
-        config: config_for(transactional, broadcast, extra),
+        config,
         token: Some(TOKEN),
         dir: None,
     })

@@ -8,11 +8,7 @@ use crate::harness::*;
 #[test]
 fn a_message_arrives_byte_for_byte_over_starttls_with_the_token_as_user_and_password() {
     let (t, b) = (fake(), fake());
-    let relay = Relay::start(Start {
-        config: config_for(&t, &b, ""),
-        token: Some(TOKEN),
-        dir: None,
-    });
+    let relay = relay_for(&t, &b, "");
     let body = b"From: App <app@example.com>\r\nTo: u@example.net\r\nSubject: hello\r\nDate: Fri, 27 Nov 2026 04:41:40 +0000\r\nMessage-ID: <m1@example.com>\r\n\r\nline one\r\n..dotted\r\n";
     let reply = send(relay.addr, "app@example.com", &["u@example.net"], body);
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
