@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
 use proptest::prelude::*;
-use relay_config::{Routing, Rule};
+use relay_config::{Glob, Routing, Rule};
 use relay_delivery::dot_stuff;
 use relay_inbound::{Decoder, Progress};
 use relay_routing::Router;
@@ -292,12 +292,12 @@ fn rule(name: &str, upstream: &str) -> Rule {
 fn all_rules() -> Vec<Rule> {
     vec![
         Rule {
-            sender: Some("*@news.example.com".into()),
+            sender: Some(glob("*@news.example.com")),
             stream: Some("newsletter".into()),
             ..rule("news-sender", "broadcast")
         },
         Rule {
-            from: Some("*@NEWS.example.com".into()),
+            from: Some(glob("*@NEWS.example.com")),
             ..rule("news-from", "broadcast")
         },
         Rule {
@@ -306,18 +306,18 @@ fn all_rules() -> Vec<Rule> {
         },
         Rule {
             header: Some("X-Campaign".into()),
-            value: Some("spring*".into()),
+            value: Some(glob("spring*")),
             stream: Some("campaigns".into()),
             ..rule("campaign", "broadcast")
         },
         Rule {
             header: Some("Subject".into()),
-            value: Some("*sale*".into()),
+            value: Some(glob("*sale*")),
             ..rule("sale", "transactional")
         },
         Rule {
-            sender: Some("root@*".into()),
-            from: Some("*@example.org".into()),
+            sender: Some(glob("root@*")),
+            from: Some(glob("*@example.org")),
             ..rule("root-org", "transactional")
         },
         Rule {
@@ -325,7 +325,7 @@ fn all_rules() -> Vec<Rule> {
             ..rule("never", "broadcast")
         },
         Rule {
-            sender: Some("*".into()),
+            sender: Some(glob("*")),
             ..rule("everyone", "transactional")
         },
     ]
@@ -337,5 +337,8 @@ fn router(rules: Vec<Rule>) -> Router {
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
         rules,
     })
-    .unwrap()
+}
+
+fn glob(pattern: &str) -> Glob {
+    Glob::new(pattern).expect("valid glob")
 }

@@ -1,5 +1,5 @@
 //! Limits and protocol order over TCP, answered with the RFC codes of
-//! DESIGN.md.
+//! docs/REFERENCE.md.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The four routing paths of DESIGN.md: stream header to broadcast, stream
+//! The four routing paths of docs/REFERENCE.md: stream header to broadcast, stream
 //! header to transactional, a rule, and the default.
 
 use std::time::Duration;

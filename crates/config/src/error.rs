@@ -6,7 +6,7 @@ use std::fmt;
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The offending key in DESIGN.md's spelling, e.g. `server.listen[1]`;
+    /// The offending key in docs/REFERENCE.md's spelling, e.g. `server.listen[1]`;
     /// empty when the problem is the file itself.
     pub key: String,
     /// Where the value came from: a file path, an environment variable

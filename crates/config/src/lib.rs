@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod glob;
 mod lenient;
 mod load;
 mod raw;
@@ -21,6 +22,7 @@ mod validate;
 mod tests;
 
 pub use error::{ConfigError, Problem};
+pub use glob::Glob;
 pub use load::{load, Loaded, DEFAULT_CONFIG_PATH};
 pub use redact::to_redacted_toml;
 pub use sources::{CONFIG_ENV, ENV_PREFIX, TOKEN_ENV};

@@ -1,5 +1,5 @@
-//! The configuration as written: serde structs that mirror DESIGN.md's TOML
-//! key for key, with DESIGN.md's defaults. Values stay close to their text
+//! The configuration as written: serde structs that mirror the TOML of
+//! docs/REFERENCE.md key for key, with its defaults. Values stay close to their text
 //! (addresses, sizes and durations are strings) so that validation, not
 //! serde, explains what is wrong with them.
 
@@ -13,7 +13,7 @@ use crate::lenient;
 pub(crate) const TRANSACTIONAL: &str = "transactional";
 pub(crate) const BROADCAST: &str = "broadcast";
 
-/// The top-level tables, in the order DESIGN.md lists them.
+/// The top-level tables, in the order docs/REFERENCE.md lists them.
 pub(crate) const SECTIONS: [&str; 9] = [
     "server",
     "queue",

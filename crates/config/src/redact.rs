@@ -12,7 +12,7 @@ use crate::{Config, LogFormat, Secret, TlsMode};
 /// Shown instead of a token that is set.
 const REDACTED: &str = "***";
 
-/// `config` as TOML in DESIGN.md's key names, durations and sizes in human
+/// `config` as TOML in docs/REFERENCE.md's key names, durations and sizes in human
 /// form, tokens as `"***"` (or `""` when not set).
 pub fn to_redacted_toml(config: &Config) -> String {
     let raw = to_raw(config);
@@ -74,10 +74,10 @@ fn to_raw(config: &Config) -> RawConfig {
                 .iter()
                 .map(|rule| RawRule {
                     name: Some(rule.name.clone()),
-                    sender: rule.sender.clone(),
-                    from: rule.from.clone(),
+                    sender: rule.sender.as_ref().map(|g| g.as_str().to_owned()),
+                    from: rule.from.as_ref().map(|g| g.as_str().to_owned()),
                     header: rule.header.clone(),
-                    value: rule.value.clone(),
+                    value: rule.value.as_ref().map(|g| g.as_str().to_owned()),
                     upstream: rule.upstream.clone(),
                     stream: rule.stream.clone(),
                 })

@@ -4,6 +4,7 @@
 //! parsing, defaults and validation happen in [`crate::load`], so nothing
 //! downstream ever re-checks a key.
 
+use crate::Glob;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -111,19 +112,18 @@ pub struct Routing {
     pub rules: Vec<Rule>,
 }
 
-/// One `[[routing.rules]]` entry. Globs are case-insensitive and already
-/// checked to compile.
+/// One `[[routing.rules]]` entry, its globs compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub name: String,
     /// Glob on the envelope sender (MAIL FROM).
-    pub sender: Option<String>,
+    pub sender: Option<Glob>,
     /// Glob on the `From:` header address.
-    pub from: Option<String>,
+    pub from: Option<Glob>,
     /// Header name that must be present.
     pub header: Option<String>,
     /// Glob the `header`'s value must match (requires `header`).
-    pub value: Option<String>,
+    pub value: Option<Glob>,
     /// Upstream name; validated to exist.
     pub upstream: String,
     /// Sets `X-PM-Message-Stream` when given.

@@ -26,7 +26,7 @@ pub use metrics::Metrics;
 pub use pause::Pause;
 pub use tls::{connector, TlsSetupError};
 pub use transaction::{dot_stuff, MAX_RCPT_PER_TRANSACTION};
-pub use upstream::Upstream;
+pub use upstream::{upstreams, Upstream, UpstreamError};
 
 use std::sync::Arc;
 

@@ -32,7 +32,7 @@ pub fn from_reply(r: &Response<String>) -> Outcome {
 }
 
 /// What an operator should do about a Postmark reply, if it is one of
-/// the failures they can fix (DESIGN.md, "Errors that explain themselves").
+/// the failures they can fix (docs/REFERENCE.md, "Errors that explain themselves").
 pub fn hint(reply: &str) -> Option<&'static str> {
     let lower = reply.to_ascii_lowercase();
     if lower.contains("serverapi key required") {

@@ -1,8 +1,9 @@
-//! One upstream's runtime settings, built once from the config.
+//! One upstream's runtime settings, built from the config in one place
+//! ([`upstreams`]) for delivery, `check` and `send-test` alike.
 
 use std::time::Duration;
 
-use relay_config::{Secret, TlsMode};
+use relay_config::{Config, Secret, TlsMode};
 use tokio_rustls::TlsConnector;
 
 use crate::tls::{connector, TlsSetupError};
@@ -27,27 +28,47 @@ pub struct Upstream {
     pub connections: usize,
 }
 
-impl Upstream {
-    /// Builds the runtime settings, loading `ca_file` once.
-    pub fn new(
-        name: &str,
-        config: &relay_config::Upstream,
-        token: Secret,
-        helo: &str,
-        timeout: Duration,
-    ) -> Result<Upstream, TlsSetupError> {
-        Ok(Upstream {
-            name: name.to_string(),
-            host: config.host.clone(),
-            port: config.port,
-            tls: config.tls,
-            connector: connector(config.ca_file.as_deref())?,
-            token,
-            helo: helo.to_string(),
-            timeout,
-            connections: config.connections.max(1),
+/// Why an upstream of the config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Neither the upstream nor `[postmark]` has a Server API Token: its
+    /// mail waits in the queue until one is configured.
+    #[error("upstreams.{name}: no Server API Token configured")]
+    NoToken { name: String },
+    /// The TLS trust store cannot be built (an unreadable `ca_file`).
+    #[error("upstreams.{name}: {source}")]
+    Tls { name: String, source: TlsSetupError },
+}
+
+/// Every upstream of `config`, in config order, ready to dial or with the
+/// reason it cannot be. Loads each `ca_file` once.
+pub fn upstreams(config: &Config) -> Vec<(String, Result<Upstream, UpstreamError>)> {
+    config
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| {
+            let built = match upstream.token(&config.postmark) {
+                None => Err(UpstreamError::NoToken { name: name.clone() }),
+                Some(token) => connector(upstream.ca_file.as_deref())
+                    .map(|connector| Upstream {
+                        name: name.clone(),
+                        host: upstream.host.clone(),
+                        port: upstream.port,
+                        tls: upstream.tls,
+                        connector,
+                        token: token.clone(),
+                        helo: config.server.hostname.clone(),
+                        timeout: upstream.timeout,
+                        connections: upstream.connections.max(1),
+                    })
+                    .map_err(|source| UpstreamError::Tls {
+                        name: name.clone(),
+                        source,
+                    }),
+            };
+            (name.clone(), built)
         })
-    }
+        .collect()
 }
 
 impl std::fmt::Debug for Upstream {

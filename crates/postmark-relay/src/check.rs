@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use relay_config::Config;
 use relay_delivery::probe::{probe, Failure, Step, Verdict};
-use relay_delivery::Upstream;
+use relay_delivery::{Upstream, UpstreamError};
 
 /// Per step (connect, each command): long enough for a slow network, short
 /// enough that a blocked port is reported while the operator still waits.
@@ -68,10 +68,9 @@ fn summary(config: &Config, file: Option<&std::path::Path>) -> String {
 /// Probes every upstream at once (a blocked port costs one timeout, not
 /// one per upstream); verdicts come back in `config.upstreams` order.
 async fn check_all(config: &Config) -> Vec<Verdict> {
-    let tasks: Vec<_> = config
-        .upstreams
-        .keys()
-        .map(|name| match runtime_upstream(config, name) {
+    let tasks: Vec<_> = relay_delivery::upstreams(config)
+        .into_iter()
+        .map(|(_, built)| match for_probe(built) {
             Ok(up) => tokio::spawn(async move { probe(&up).await }),
             Err(failure) => tokio::spawn(async move { Verdict::Failed(failure) }),
         })
@@ -89,37 +88,40 @@ async fn check_all(config: &Config) -> Vec<Verdict> {
     verdicts
 }
 
-/// The delivery settings of upstream `name`, as `serve` builds them, or
-/// why they cannot work (no token, unusable `ca_file`).
+/// The delivery settings of upstream `name`, built as `serve` builds them
+/// (with a shorter timeout), or why they cannot work.
 pub(crate) fn runtime_upstream(config: &Config, name: &str) -> Result<Upstream, Failure> {
-    let config_failure = |reason: String, fix: String| Failure {
-        step: Step::Config,
-        reason,
-        fix: Some(fix),
-    };
-    let Some(up) = config.upstreams.get(name) else {
-        return Err(config_failure(
-            format!("there is no upstream named {name}"),
-            format!("add [upstreams.{name}] to the config"),
-        ));
-    };
-    let Some(token) = up.token(&config.postmark) else {
-        return Err(config_failure(
-            "no Server API Token configured".into(),
-            format!("set POSTMARK_SERVER_TOKEN (or postmark.server_token, postmark.server_token_file, upstreams.{name}.server_token) to the Server API Token (Postmark: Servers → your server → API Tokens)"),
-        ));
-    };
-    Upstream::new(
-        name,
-        up,
-        token.clone(),
-        &config.server.hostname,
-        up.timeout.min(PROBE_TIMEOUT),
-    )
-    .map_err(|e| {
-        config_failure(
-            format!("upstreams.{name}: {e}"),
-            format!("point upstreams.{name}.ca_file at a readable PEM file of CA certificates"),
+    relay_delivery::upstreams(config)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or_else(
+            || {
+                Err(Failure {
+                    step: Step::Config,
+                    reason: format!("there is no upstream named {name}"),
+                    fix: Some(format!("add [upstreams.{name}] to the config")),
+                })
+            },
+            |(_, built)| for_probe(built),
         )
-    })
+}
+
+/// A built upstream with the probe's timeout, or a config failure with its
+/// fix.
+fn for_probe(built: Result<Upstream, UpstreamError>) -> Result<Upstream, Failure> {
+    let fix = match &built {
+        Ok(_) => None,
+        Err(UpstreamError::NoToken { name }) => Some(format!("set POSTMARK_SERVER_TOKEN (or postmark.server_token, postmark.server_token_file, upstreams.{name}.server_token) to the Server API Token (Postmark: Servers → your server → API Tokens)")),
+        Err(UpstreamError::Tls { name, .. }) => Some(format!("point upstreams.{name}.ca_file at a readable PEM file of CA certificates")),
+    };
+    built
+        .map(|mut up| {
+            up.timeout = up.timeout.min(PROBE_TIMEOUT);
+            up
+        })
+        .map_err(|e| Failure {
+            step: Step::Config,
+            reason: e.to_string(),
+            fix,
+        })
 }

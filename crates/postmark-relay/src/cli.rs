@@ -133,4 +133,4 @@ Environment:
 
 Exit codes: 0 ok, 64 bad usage or configuration, 1 runtime failure
 (sendmail: 75 relay unreachable or temporary failure, 69 rejected).
-Reference for every key: config/relay.toml.";
+Reference for every key: docs/REFERENCE.md (and the commented config/relay.toml).";

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::sendmail::dial_address;
+use relay_sendmail::dial_address;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

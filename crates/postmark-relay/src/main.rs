@@ -1,19 +1,15 @@
-//! `postmark-relay`: parses the command line, loads the config, and hands
-//! over to the command. No protocol logic lives here.
+//! `postmark-relay`: parses the command line, loads the config, sets up
+//! logging and signals, and hands over to the command. The daemon itself is
+//! `relay_daemon`; sendmail(8) is `relay_sendmail`.
 #![forbid(unsafe_code)]
 
-mod admin;
 mod check;
 mod cli;
-mod delivery;
 mod health;
 mod logging;
 mod queue_cmd;
-mod reload;
 mod send_test;
-mod sendmail;
 mod serve;
-mod store;
 
 use std::process::ExitCode;
 
@@ -25,8 +21,8 @@ const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     // Installed as /usr/sbin/sendmail (a symlink), behave as sendmail(8).
-    if sendmail::invoked_as_sendmail() {
-        return sendmail::run(None, std::env::args().skip(1).collect());
+    if relay_sendmail::invoked_as_sendmail() {
+        return relay_sendmail::run(None, std::env::args().skip(1).collect());
     }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -38,7 +34,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Sendmail(args) = cli.command {
-        return sendmail::run(cli.config, args.args);
+        return relay_sendmail::run(cli.config, args.args);
     }
     let loaded = match relay_config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,

@@ -77,7 +77,7 @@ pub fn run(config: &Config, args: &SendTestArgs) -> ExitCode {
     }
 }
 
-/// DESIGN.md routing: a stream listed in `broadcast_streams` goes to the
+/// docs/REFERENCE.md routing: a stream listed in `broadcast_streams` goes to the
 /// broadcast upstream, anything else (or none) to the transactional one.
 fn upstream_for(config: &Config, stream: Option<&str>) -> &'static str {
     let broadcast = stream.is_some_and(|s| {

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use crate::State;
 
 /// One message as `queue list` and `queue show` present it. Serialises to
-/// exactly one element of `queue list --json` (DESIGN.md).
+/// exactly one element of `queue list --json` (docs/REFERENCE.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MessageInfo {
     /// The queue id the client saw in our `250`.

@@ -10,13 +10,11 @@
 //! decision on the same headers, applied after routing.
 #![forbid(unsafe_code)]
 
-mod error;
 pub mod headers;
 mod rewrite;
 mod route;
 mod router;
 
-pub use error::RoutingError;
 pub use rewrite::{Rewritten, SenderRewrite};
 pub use route::Route;
 pub use router::Router;

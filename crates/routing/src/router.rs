@@ -2,11 +2,10 @@
 
 use std::cell::OnceCell;
 
-use globset::{GlobBuilder, GlobMatcher};
 use relay_config::{Routing, Rule};
 
 use crate::headers;
-use crate::{Route, RoutingError};
+use crate::Route;
 
 /// The header Postmark reads to pick a message stream.
 const STREAM_HEADER: &str = "X-PM-Message-Stream";
@@ -15,40 +14,19 @@ const STREAM_HEADER: &str = "X-PM-Message-Stream";
 const BROADCAST: &str = "broadcast";
 const TRANSACTIONAL: &str = "transactional";
 
-/// `[routing]` compiled once (globs built) so routing a message only
-/// matches.
+/// `[routing]`, ready to route: its globs were compiled when the config
+/// was validated, so routing cannot fail.
 #[derive(Debug, Clone)]
 pub struct Router {
-    default: String,
-    broadcast_streams: Vec<String>,
-    rules: Vec<CompiledRule>,
-}
-
-#[derive(Debug, Clone)]
-struct CompiledRule {
-    name: String,
-    sender: Option<GlobMatcher>,
-    from: Option<GlobMatcher>,
-    header: Option<String>,
-    value: Option<GlobMatcher>,
-    upstream: String,
-    stream: Option<String>,
+    routing: Routing,
 }
 
 impl Router {
-    /// Compiles the rules' globs (case-insensitive, `*` crosses `/`).
-    pub fn new(cfg: &Routing) -> Result<Router, RoutingError> {
-        if cfg.default.is_empty() {
-            return Err(RoutingError::UnknownUpstream {
-                place: "default".into(),
-            });
+    /// The router for a validated `[routing]`.
+    pub fn new(routing: &Routing) -> Router {
+        Router {
+            routing: routing.clone(),
         }
-        let rules = cfg.rules.iter().map(compile).collect::<Result<_, _>>()?;
-        Ok(Router {
-            default: cfg.default.clone(),
-            broadcast_streams: cfg.broadcast_streams.clone(),
-            rules,
-        })
     }
 
     /// sender: envelope MAIL FROM address without <> ("" for the null
@@ -60,6 +38,7 @@ impl Router {
     pub fn route(&self, sender: &str, message: &[u8]) -> Route {
         if let Some(stream) = headers::find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
             let broadcast = self
+                .routing
                 .broadcast_streams
                 .iter()
                 .any(|b| b.eq_ignore_ascii_case(&stream));
@@ -75,9 +54,10 @@ impl Router {
                 .as_deref()
         };
         match self
+            .routing
             .rules
             .iter()
-            .find(|rule| rule.matches(sender, message, from))
+            .find(|rule| matches(rule, sender, message, from))
         {
             Some(rule) => Route {
                 upstream: rule.upstream.clone(),
@@ -85,7 +65,7 @@ impl Router {
                 rule: Some(rule.name.clone()),
             },
             None => Route {
-                upstream: self.default.clone(),
+                upstream: self.routing.default.clone(),
                 stream: None,
                 rule: None,
             },
@@ -93,85 +73,41 @@ impl Router {
     }
 }
 
-impl CompiledRule {
-    /// Every given condition holds; one on a missing header does not.
-    fn matches<'a>(
-        &self,
-        sender: &str,
-        message: &[u8],
-        from: impl Fn() -> Option<&'a str>,
-    ) -> bool {
-        if let Some(glob) = &self.sender {
-            if !glob.is_match(sender) {
-                return false;
-            }
-        }
-        if let Some(glob) = &self.from {
-            if !from().is_some_and(|addr| glob.is_match(addr)) {
-                return false;
-            }
-        }
-        if let Some(name) = &self.header {
-            let Some(value) = headers::find(message, name) else {
-                return false;
-            };
-            if let Some(glob) = &self.value {
-                return glob.is_match(value.as_str());
-            }
-        }
-        true
-    }
-}
-
-fn compile(rule: &Rule) -> Result<CompiledRule, RoutingError> {
-    if rule.upstream.is_empty() {
-        return Err(RoutingError::UnknownUpstream {
-            place: format!("rule `{}`", rule.name),
-        });
-    }
-    let glob = |field: &'static str, pattern: &Option<String>| {
-        pattern
-            .as_deref()
-            .map(|p| matcher(p).map_err(|source| bad_glob(rule, field, p, source)))
-            .transpose()
-    };
-    Ok(CompiledRule {
-        name: rule.name.clone(),
-        sender: glob("sender", &rule.sender)?,
-        from: glob("from", &rule.from)?,
-        header: rule.header.clone(),
-        value: glob("value", &rule.value)?,
-        upstream: rule.upstream.clone(),
-        stream: rule.stream.clone(),
-    })
-}
-
-/// Same options as `relay-config`'s check: case-insensitive, whole-string.
-fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
-    Ok(GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .literal_separator(false)
-        .build()?
-        .compile_matcher())
-}
-
-fn bad_glob(
+/// Every condition `rule` gives holds; one on a missing header does not.
+fn matches<'a>(
     rule: &Rule,
-    field: &'static str,
-    pattern: &str,
-    source: globset::Error,
-) -> RoutingError {
-    RoutingError::BadGlob {
-        rule: rule.name.clone(),
-        field,
-        pattern: pattern.to_owned(),
-        source,
+    sender: &str,
+    message: &[u8],
+    from: impl Fn() -> Option<&'a str>,
+) -> bool {
+    if let Some(glob) = &rule.sender {
+        if !glob.is_match(sender) {
+            return false;
+        }
     }
+    if let Some(glob) = &rule.from {
+        if !from().is_some_and(|addr| glob.is_match(addr)) {
+            return false;
+        }
+    }
+    if let Some(name) = &rule.header {
+        let Some(value) = headers::find(message, name) else {
+            return false;
+        };
+        if let Some(glob) = &rule.value {
+            return glob.is_match(value.as_str());
+        }
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn glob(pattern: &str) -> relay_config::Glob {
+        relay_config::Glob::new(pattern).expect("valid glob")
+    }
 
     fn rule(name: &str, upstream: &str) -> Rule {
         Rule {
@@ -191,7 +127,7 @@ mod tests {
             broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
             rules,
         };
-        Router::new(&cfg).expect("valid routing")
+        Router::new(&cfg)
     }
 
     fn route(upstream: &str, stream: Option<&str>, rule: Option<&str>) -> Route {
@@ -207,7 +143,7 @@ mod tests {
     #[test]
     fn default_when_nothing_matches() {
         let r = router(vec![Rule {
-            sender: Some("*@news.example.com".into()),
+            sender: Some(glob("*@news.example.com")),
             ..rule("news", "broadcast")
         }]);
         assert_eq!(
@@ -248,7 +184,7 @@ mod tests {
     #[test]
     fn stream_header_beats_rules() {
         let r = router(vec![Rule {
-            sender: Some("*".into()),
+            sender: Some(glob("*")),
             stream: Some("newsletter".into()),
             ..rule("all", "broadcast")
         }]);
@@ -262,7 +198,7 @@ mod tests {
     #[test]
     fn sender_glob_is_case_insensitive_whole_string() {
         let r = router(vec![Rule {
-            sender: Some("*@news.example.com".into()),
+            sender: Some(glob("*@news.example.com")),
             stream: Some("newsletter".into()),
             ..rule("news", "broadcast")
         }]);
@@ -280,11 +216,11 @@ mod tests {
     fn null_sender_matches_only_globs_that_accept_empty() {
         let r = router(vec![
             Rule {
-                sender: Some("?*".into()),
+                sender: Some(glob("?*")),
                 ..rule("someone", "broadcast")
             },
             Rule {
-                sender: Some("".into()),
+                sender: Some(glob("")),
                 ..rule("bounces", "bounce")
             },
         ]);
@@ -295,7 +231,7 @@ mod tests {
     #[test]
     fn from_glob_uses_the_header_address() {
         let r = router(vec![Rule {
-            from: Some("*@example.com".into()),
+            from: Some(glob("*@example.com")),
             ..rule("from-example", "broadcast")
         }]);
         assert_eq!(
@@ -319,7 +255,7 @@ mod tests {
         let r = router(vec![
             Rule {
                 header: Some("list-unsubscribe".into()),
-                value: Some("*mailto:*".into()),
+                value: Some(glob("*mailto:*")),
                 ..rule("list-mailto", "broadcast")
             },
             Rule {
@@ -348,17 +284,17 @@ mod tests {
     fn all_conditions_must_hold_and_first_rule_wins() {
         let r = router(vec![
             Rule {
-                sender: Some("*@example.com".into()),
+                sender: Some(glob("*@example.com")),
                 header: Some("X-Campaign".into()),
                 stream: Some("campaigns".into()),
                 ..rule("campaign", "broadcast")
             },
             Rule {
-                sender: Some("*@example.com".into()),
+                sender: Some(glob("*@example.com")),
                 ..rule("example", "custom")
             },
             Rule {
-                sender: Some("*".into()),
+                sender: Some(glob("*")),
                 ..rule("catch-all", "broadcast")
             },
         ]);
@@ -381,44 +317,11 @@ mod tests {
     fn non_utf8_and_folded_headers_route() {
         let r = router(vec![Rule {
             header: Some("X-Tag".into()),
-            value: Some("bulk mail*".into()),
+            value: Some(glob("bulk mail*")),
             ..rule("tag", "broadcast")
         }]);
         let msg = b"Subject: \xff\xfe\r\nX-Tag: bulk\r\n mail \xc3\r\n\r\n";
         assert_eq!(r.route("a@b", msg).rule.as_deref(), Some("tag"));
         assert_eq!(r.route("a@b", b"\xff\xff\xff").rule, None);
-    }
-
-    #[test]
-    fn bad_glob_is_an_error() {
-        let cfg = Routing {
-            default: "transactional".into(),
-            broadcast_streams: vec![],
-            rules: vec![Rule {
-                sender: Some("[oops".into()),
-                ..rule("bad", "broadcast")
-            }],
-        };
-        let err = Router::new(&cfg).expect_err("bad glob");
-        assert!(
-            matches!(&err, RoutingError::BadGlob { rule, field: "sender", .. } if rule == "bad"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn empty_upstream_is_an_error() {
-        let cfg = Routing {
-            default: "transactional".into(),
-            broadcast_streams: vec![],
-            rules: vec![Rule {
-                sender: Some("*".into()),
-                ..rule("nowhere", "")
-            }],
-        };
-        assert!(matches!(
-            Router::new(&cfg),
-            Err(RoutingError::UnknownUpstream { .. })
-        ));
     }
 }

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use globset::GlobBuilder;
-
 use super::upstream_names;
 use crate::raw::{RawRouting, RawRule, RawUpstream};
 use crate::report::Problems;
-use crate::{Routing, Rule};
+use crate::{Glob, Routing, Rule};
 
 type Upstreams = BTreeMap<String, Option<RawUpstream>>;
 
@@ -78,21 +76,25 @@ fn rule(i: usize, raw: &RawRule, upstreams: &Upstreams, p: &mut Problems) -> Opt
             ok = false;
         }
     }
-    for (field, pattern) in [("sender", &sender), ("from", &from), ("value", &value)] {
-        if let Some(pattern) = pattern {
-            if let Err(e) = GlobBuilder::new(pattern)
-                .case_insensitive(true)
-                .literal_separator(false)
-                .build()
-            {
+    let mut glob = |field: &str, pattern: Option<String>| {
+        let pattern = pattern?;
+        match Glob::new(&pattern) {
+            Ok(glob) => Some(glob),
+            Err(e) => {
                 p.add(
                     key(field),
                     format!("`{pattern}` is not a valid glob: {}", e.kind()),
                 );
                 ok = false;
+                None
             }
         }
-    }
+    };
+    let (sender, from, value) = (
+        glob("sender", sender),
+        glob("from", from),
+        glob("value", value),
+    );
     if !ok {
         return None;
     }

@@ -7,6 +7,8 @@
 //! Exit codes (sysexits): 0 sent, 64 usage, 69 rejected for good, 74 stdin
 //! unreadable, 75 relay unreachable or temporary failure (callers retry).
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod message;
 mod submit;
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 
 use args::{ArgsError, Options, USAGE};
 use message::{from_value, read_message, to_crlf, Message};
-pub(crate) use submit::dial_address;
+pub use submit::dial_address;
 use submit::{submit, Envelope, SubmitError, Timeouts};
 
 /// sysexits' EX_USAGE: bad command line or configuration.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::delivery::Delivery;
+use crate::supervisor::Supervisor;
 use http::{read_request, write_response, Response};
 
 /// Everything the endpoint reads.
@@ -34,7 +34,7 @@ pub struct Admin {
     queue_path: PathBuf,
     /// Opened on first use, reused after; a read-only view of the queue.
     inspector: Mutex<Option<Inspector>>,
-    delivery: Arc<Delivery>,
+    supervisor: Arc<Supervisor>,
     sessions: TaskTracker,
 }
 
@@ -46,7 +46,7 @@ impl Admin {
         delivery_metrics: &relay_delivery::Metrics,
         queue: SqliteQueue,
         queue_path: PathBuf,
-        delivery: Arc<Delivery>,
+        supervisor: Arc<Supervisor>,
         sessions: TaskTracker,
     ) -> Admin {
         let mut registry = Registry::default();
@@ -89,7 +89,7 @@ impl Admin {
             queue,
             queue_path,
             inspector: Mutex::new(None),
-            delivery,
+            supervisor,
             sessions,
         }
     }
@@ -117,7 +117,7 @@ impl Admin {
             Ok(Ok(())) => {}
         }
         let paused: Vec<String> = self
-            .delivery
+            .supervisor
             .paused()
             .into_iter()
             .filter(|(_, p)| *p)
@@ -134,7 +134,7 @@ impl Admin {
 
     async fn metrics(&self) -> Response {
         self.sessions_active.set(self.sessions.len() as i64);
-        for (name, paused) in self.delivery.paused() {
+        for (name, paused) in self.supervisor.paused() {
             self.paused
                 .get_or_create(&vec![("upstream", name)])
                 .set(i64::from(paused));

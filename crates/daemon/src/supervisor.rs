@@ -1,11 +1,10 @@
-//! The running set of delivery workers, replaceable on reload: a SIGHUP
+//! The supervisor of delivery: the running set of workers, replaceable on reload: a SIGHUP
 //! stops the current workers (each finishes the message in hand) and starts
 //! new ones with the new tokens and upstream settings, which also ends any
 //! credential pause at once.
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use relay_config::Config;
 use relay_delivery::{Metrics, Pause};
 use relay_queue::SqliteQueue;
@@ -13,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Owns the workers of every upstream.
-pub struct Delivery {
+pub struct Supervisor {
     queue: SqliteQueue,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -35,7 +34,7 @@ struct Workers {
     held: Vec<String>,
 }
 
-impl Delivery {
+impl Supervisor {
     /// Starts workers for `config`'s upstreams.
     pub fn start(
         config: &Config,
@@ -43,38 +42,30 @@ impl Delivery {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
-    ) -> anyhow::Result<Delivery> {
-        let delivery = Delivery {
+    ) -> Result<Supervisor, relay_delivery::UpstreamError> {
+        let supervisor = Supervisor {
             queue,
             metrics,
             shutdown,
             tracker,
             current: Mutex::new(Workers::default()),
         };
-        delivery.install(Delivery::prepare(config)?);
-        Ok(delivery)
+        supervisor.install(Supervisor::prepare(config)?);
+        Ok(supervisor)
     }
 
     /// Builds the upstream settings for `config` (loading every ca_file),
     /// without touching the running workers: a reload that fails here
     /// changes nothing.
-    pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    pub fn prepare(config: &Config) -> Result<Prepared, relay_delivery::UpstreamError> {
         let mut upstreams = Vec::new();
         let mut held = Vec::new();
-        for (name, upstream) in &config.upstreams {
-            let Some(token) = upstream.token(&config.postmark) else {
-                held.push(name.clone());
-                continue;
-            };
-            let runtime = relay_delivery::Upstream::new(
-                name,
-                upstream,
-                token.clone(),
-                &config.server.hostname,
-                upstream.timeout,
-            )
-            .with_context(|| format!("upstreams.{name}"))?;
-            upstreams.push(runtime);
+        for (name, upstream) in relay_delivery::upstreams(config) {
+            match upstream {
+                Ok(upstream) => upstreams.push(upstream),
+                Err(relay_delivery::UpstreamError::NoToken { .. }) => held.push(name),
+                Err(e) => return Err(e),
+            }
         }
         Ok(Prepared { upstreams, held })
     }

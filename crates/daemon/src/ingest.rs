@@ -1,4 +1,4 @@
-//! The seam between inbound and the queue: each received message is routed
+//! Ingest, the seam between inbound and the queue: each received message is routed
 //! here, its sender rewritten if `[rewrite]` says so, then committed to the
 //! queue with its route.
 
@@ -11,7 +11,7 @@ use relay_routing::{Router, SenderRewrite};
 
 /// Routes each message, rewrites its sender when needed, and stores it in
 /// the queue.
-pub struct RoutedStore<Q> {
+pub struct Ingest<Q> {
     /// Replaced on reload; sessions pick up the new rules at once.
     rules: RwLock<Arc<Rules>>,
     queue: Q,
@@ -26,7 +26,7 @@ struct Rules {
     rewrite: Option<SenderRewrite>,
 }
 
-impl<Q> RoutedStore<Q> {
+impl<Q> Ingest<Q> {
     /// A store routing with `router` and rewriting with `rewrite` (`None`:
     /// off) into `queue`, counting in `received`.
     pub fn new(
@@ -35,7 +35,7 @@ impl<Q> RoutedStore<Q> {
         queue: Q,
         received: Counter,
     ) -> Self {
-        RoutedStore {
+        Ingest {
             rules: RwLock::new(Arc::new(Rules {
                 router: Arc::new(router),
                 rewrite,
@@ -56,7 +56,7 @@ impl<Q> RoutedStore<Q> {
     }
 }
 
-impl<Q: Queue> Store for RoutedStore<Q> {
+impl<Q: Queue> Store for Ingest<Q> {
     async fn store(&self, mut m: ReceivedMessage) -> Result<(), StoreError> {
         let rules = self.rules();
         // Route on the original sender and headers, then rewrite: rules are

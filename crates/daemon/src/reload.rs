@@ -1,6 +1,6 @@
-//! SIGHUP: reload routing rules, tokens and the retry policy from the same
-//! config file (and environment), route waiting messages again, and keep
-//! the running configuration if the new one is invalid.
+//! Reloads (SIGHUP in the binary): routing rules, tokens and the retry
+//! policy from the same config file (and environment); waiting messages are
+//! routed again; an invalid new configuration leaves the running one.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use relay_config::Config;
 use relay_queue::SqliteQueue;
 use relay_routing::{Router, SenderRewrite};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::Delivery;
-use crate::serve::retry_policy;
-use crate::store::RoutedStore;
+use crate::ingest::Ingest;
+use crate::retry_policy;
+use crate::supervisor::Supervisor;
 
 /// What a reload touches.
 pub struct Reloader {
@@ -22,30 +22,23 @@ pub struct Reloader {
     /// The configuration in force.
     pub running: Mutex<Config>,
     pub queue: SqliteQueue,
-    pub store: Arc<RoutedStore<SqliteQueue>>,
-    pub delivery: Arc<Delivery>,
+    pub ingest: Arc<Ingest<SqliteQueue>>,
+    pub supervisor: Arc<Supervisor>,
 }
 
 impl Reloader {
-    /// Reloads on every SIGHUP until `shutdown`.
-    pub async fn watch(self, shutdown: CancellationToken) {
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(hup) => hup,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot watch SIGHUP; reloads need a restart.");
-                return;
-            }
-        };
+    /// Reloads each time `reload` is notified, until `shutdown`.
+    pub async fn watch(self, reload: Arc<Notify>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload().await,
+                _ = reload.notified() => self.reload().await,
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
     async fn reload(&self) {
-        tracing::info!("SIGHUP received: reloading the configuration.");
+        tracing::info!("Reloading the configuration.");
         let new = match relay_config::load(self.file.as_deref()) {
             Ok(loaded) => loaded.config,
             Err(e) => {
@@ -56,14 +49,8 @@ impl Reloader {
                 return;
             }
         };
-        let router = match Router::new(&new.routing) {
-            Ok(router) => Arc::new(router),
-            Err(e) => {
-                tracing::error!(error = %e, "Reload failed; the running configuration stays in force.");
-                return;
-            }
-        };
-        let prepared = match Delivery::prepare(&new) {
+        let router = Arc::new(Router::new(&new.routing));
+        let prepared = match Supervisor::prepare(&new) {
             Ok(prepared) => prepared,
             Err(e) => {
                 tracing::error!(
@@ -73,7 +60,7 @@ impl Reloader {
                 return;
             }
         };
-        self.store
+        self.ingest
             .set_rules(router.clone(), SenderRewrite::new(&new.rewrite));
         if let Err(e) = self.queue.set_policy(retry_policy(&new)).await {
             tracing::error!(error = %e, "Could not apply the new retry policy.");
@@ -86,7 +73,7 @@ impl Reloader {
             })
             .await;
         // Only now the new workers start, so they see the new routes.
-        self.delivery.install(prepared);
+        self.supervisor.install(prepared);
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if new.server != running.server
             || new.queue != running.queue

@@ -1,0 +1,188 @@
+//! The relay daemon as a library: [`run`] wires inbound → routing → queue →
+//! delivery, the admin endpoint and configuration reloads, and returns once
+//! a shutdown was asked for and everything in flight has finished.
+//!
+//! Owns: the seam from inbound to the queue ([`ingest`]), the set of
+//! delivery workers that a reload replaces ([`supervisor`]), reloads, and
+//! the admin endpoint.
+//!
+//! Must not know: the command line, signals, or how logging is set up; the
+//! binary turns SIGTERM/SIGHUP into a [`Control`] and calls [`run`].
+#![forbid(unsafe_code)]
+
+mod admin;
+mod held;
+mod ingest;
+mod reload;
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use relay_config::{Config, Loaded};
+use relay_queue::{RetryPolicy, SqliteQueue};
+use relay_routing::{Router, SenderRewrite};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::Admin;
+use crate::ingest::Ingest;
+use crate::reload::Reloader;
+use crate::supervisor::Supervisor;
+
+/// How long sessions and deliveries in flight get to finish after shutdown
+/// was asked for.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// How the embedding program steers a running daemon.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Cancelled to stop: no new connections, then what is in flight
+    /// finishes (bounded by a grace period).
+    pub shutdown: CancellationToken,
+    /// Notified to reload the configuration from the file it started with.
+    pub reload: Arc<Notify>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The queue folder cannot be opened or created.
+    #[error("opening the queue in {} (queue.path): {source}", path.display())]
+    Queue {
+        path: PathBuf,
+        source: relay_queue::QueueError,
+    },
+    /// No `server.listen` address could be bound.
+    #[error(transparent)]
+    Listen(#[from] relay_inbound::BindError),
+    /// `admin.listen` cannot be bound.
+    #[error(
+        "admin.listen = {address}: cannot listen (set admin.listen = \"\" to disable): {source}"
+    )]
+    Admin {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    /// An upstream's settings cannot be used (an unreadable `ca_file`).
+    #[error(transparent)]
+    Upstream(#[from] relay_delivery::UpstreamError),
+}
+
+/// Runs the daemon until `control.shutdown` is cancelled, then lets
+/// sessions and deliveries in flight finish (at most [`GRACE`]).
+pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
+    let Loaded { config, file } = loaded;
+    let source = file
+        .as_ref()
+        .map_or("built-in defaults and environment".to_string(), |f| {
+            f.display().to_string()
+        });
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
+
+    let queue = SqliteQueue::open(&config.queue.path, retry_policy(&config)).map_err(|source| {
+        StartError::Queue {
+            path: config.queue.path.clone(),
+            source,
+        }
+    })?;
+    let listeners = relay_inbound::bind(&config.server.listen).await?;
+    let admin_listener = match config.admin.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Admin { address, source })?,
+        ),
+        None => None,
+    };
+
+    let Control { shutdown, reload } = control;
+    let sessions = TaskTracker::new();
+    let deliveries = TaskTracker::new();
+    let metrics = Arc::new(relay_delivery::Metrics::default());
+    let received = Counter::default();
+
+    let supervisor = Arc::new(Supervisor::start(
+        &config,
+        queue.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        deliveries.clone(),
+    )?);
+    tokio::spawn(held::remind(
+        supervisor.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    ));
+
+    let ingest = Arc::new(Ingest::new(
+        Router::new(&config.routing),
+        SenderRewrite::new(&config.rewrite),
+        queue.clone(),
+        received.clone(),
+    ));
+    if let Some(listener) = admin_listener {
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %address, "Admin endpoint listening: /healthz /readyz /metrics.");
+        let admin = Admin::new(
+            received,
+            &metrics,
+            queue.clone(),
+            config.queue.path.clone(),
+            supervisor.clone(),
+            sessions.clone(),
+        );
+        tokio::spawn(admin::serve(listener, Arc::new(admin), shutdown.clone()));
+    }
+    let reloader = Reloader {
+        file,
+        running: std::sync::Mutex::new(config.clone()),
+        queue: queue.clone(),
+        ingest: ingest.clone(),
+        supervisor: supervisor.clone(),
+    };
+    tokio::spawn(reloader.watch(reload, shutdown.clone()));
+
+    let inbound = tokio::spawn(relay_inbound::serve(
+        listeners,
+        Arc::new(config.server.clone()),
+        ingest,
+        shutdown.clone(),
+        sessions.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        "Shutting down: no new connections; finishing sessions and deliveries in flight."
+    );
+    let _ = inbound.await;
+    sessions.close();
+    deliveries.close();
+    let finished = tokio::time::timeout(GRACE, async {
+        sessions.wait().await;
+        deliveries.wait().await;
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(grace_s = GRACE.as_secs(), "Grace period over; stopping what is still running (queued mail is safe and resumes on restart).");
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// The queue's retry schedule from `[retry]`.
+fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: config.retry.initial_delay,
+        max_delay: config.retry.max_delay,
+        multiplier: config.retry.multiplier,
+        give_up_after: config.retry.give_up_after,
+    }
+}
