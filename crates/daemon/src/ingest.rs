@@ -5,8 +5,8 @@
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
-use relay_inbound::{ReceivedMessage, Store, StoreError};
-use relay_queue::{NewMessage, Queue};
+use relay_inbound::{ReceivedMessage, Store};
+use relay_queue::{NewMessage, Queue, QueueError};
 use relay_routing::{Router, SenderRewrite};
 
 /// Routes each message, rewrites its sender when needed, and stores it in
@@ -57,7 +57,9 @@ impl<Q> Ingest<Q> {
 }
 
 impl<Q: Queue> Store for Ingest<Q> {
-    async fn store(&self, mut m: ReceivedMessage) -> Result<(), StoreError> {
+    type Error = QueueError;
+
+    async fn store(&self, mut m: ReceivedMessage) -> Result<(), QueueError> {
         let rules = self.rules();
         // Route on the original sender and headers, then rewrite: rules are
         // written against what the app sends, not against the one verified
@@ -91,8 +93,7 @@ impl<Q: Queue> Store for Ingest<Q> {
                 size: m.size,
                 data: m.data,
             })
-            .await
-            .map_err(|e| StoreError(e.to_string()))?;
+            .await?;
         self.received.inc();
         tracing::info!(
             queue_id = %id,

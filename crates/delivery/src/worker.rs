@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{Batch, Claimed, Finished, Outcome, Queue};
+use relay_queue::{ClaimLimit, Claimed, Finished, Outcome, Queue};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Most messages a worker takes at once; over a pipelining upstream they go
 /// out as one chain (one round trip each; see `chain`).
-const CHAIN: Batch = Batch {
+const CHAIN: ClaimLimit = ClaimLimit {
     messages: 8,
     bytes: 256 * 1024,
 };

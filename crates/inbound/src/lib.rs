@@ -11,15 +11,15 @@
 
 mod date;
 mod decoder;
+mod handoff;
 mod listener;
 mod queue_id;
 pub mod reply;
 mod session;
-mod store;
 mod trace;
 
 pub use date::rfc5322;
 pub use decoder::{Decoder, Progress};
+pub use handoff::{ReceivedMessage, Store};
 pub use listener::{bind, serve, BindError};
 pub use session::{Session, MAX_LINE};
-pub use store::{ReceivedMessage, Store, StoreError};

@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::handoff::Store;
 use crate::reply;
 use crate::session::Session;
-use crate::store::Store;
 
 /// No listen address could be bound.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relay_inbound::{ReceivedMessage, Session, Store, StoreError};
+use relay_inbound::{ReceivedMessage, Session, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 
@@ -17,9 +17,11 @@ struct MemoryStore {
 }
 
 impl Store for MemoryStore {
-    async fn store(&self, message: ReceivedMessage) -> Result<(), StoreError> {
+    type Error = std::io::Error;
+
+    async fn store(&self, message: ReceivedMessage) -> Result<(), std::io::Error> {
         if self.fail {
-            return Err(StoreError("disk full".into()));
+            return Err(std::io::Error::other("disk full"));
         }
         self.messages.lock().unwrap().push(message);
         Ok(())

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 
 use crate::info::{Deleted, MessageInfo, RecipientInfo, Stats};
 use crate::schema::DB_FILE;
-use crate::store::{self, from_millis, millis};
+use crate::sql::{self, from_millis, millis};
 use crate::{QueueError, State};
 
 /// How long a write waits for the serving process's writer to finish its
@@ -150,7 +150,7 @@ impl Inspector {
             None => Deleted::NotFound,
             Some(Some(until)) if until > now => Deleted::Leased(from_millis(until)),
             Some(_) => {
-                store::delete(&tx, id)?;
+                sql::delete(&tx, id)?;
                 Deleted::Removed
             }
         };

@@ -46,8 +46,8 @@ mod info;
 mod inspect;
 mod message;
 mod schema;
+mod sql;
 mod sqlite;
-mod store;
 pub mod writer;
 
 pub use backoff::RetryPolicy;
@@ -56,7 +56,7 @@ pub use info::{
     format_time, Deleted, MessageInfo, RecipientInfo, RecipientState, StateCounts, Stats,
 };
 pub use inspect::{Inspector, BUSY_TIMEOUT};
-pub use message::{Batch, Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
+pub use message::{ClaimLimit, Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
 pub use sqlite::SqliteQueue;
 
 use std::future::Future;
@@ -77,7 +77,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
     fn claim(
         &self,
         upstream: &str,
-        batch: impl Into<Batch> + Send,
+        batch: impl Into<ClaimLimit> + Send,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
 

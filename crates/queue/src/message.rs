@@ -25,15 +25,15 @@ pub struct NewMessage {
 /// first, at most `bytes` of message data (so a worker holding a run of
 /// large messages does not hold many megabytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Batch {
+pub struct ClaimLimit {
     pub messages: usize,
     pub bytes: u64,
 }
 
-impl From<usize> for Batch {
+impl From<usize> for ClaimLimit {
     /// Up to `messages` messages of any size.
-    fn from(messages: usize) -> Batch {
-        Batch {
+    fn from(messages: usize) -> ClaimLimit {
+        ClaimLimit {
             messages,
             bytes: u64::MAX,
         }

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::writer::{self, Op};
 use crate::{
-    schema, store, Batch, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
+    schema, sql, ClaimLimit, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
 };
 
 /// The SQLite-backed queue. Cheap to clone; every clone talks to the same
@@ -29,7 +29,7 @@ impl SqliteQueue {
     /// previous process, and starts the writer thread.
     pub fn open(folder: &Path, policy: RetryPolicy) -> Result<SqliteQueue, QueueError> {
         let conn = schema::open(folder)?;
-        let cleared = store::clear_leases(&conn)?;
+        let cleared = sql::clear_leases(&conn)?;
         if cleared > 0 {
             tracing::info!(
                 messages = cleared,
@@ -101,7 +101,7 @@ impl Queue for SqliteQueue {
     async fn claim(
         &self,
         upstream: &str,
-        batch: impl Into<Batch> + Send,
+        batch: impl Into<ClaimLimit> + Send,
         lease: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
         let upstream = upstream.to_string();

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Notify};
 
-use crate::{store, Batch, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
+use crate::{sql, ClaimLimit, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
 
 /// Most requests committed together.
 pub const MAX_BATCH: usize = 256;
@@ -27,7 +27,7 @@ pub(crate) enum Op {
     Enqueue(NewMessage, Reply<()>),
     Claim {
         upstream: String,
-        batch: Batch,
+        batch: ClaimLimit,
         lease: Duration,
         reply: Reply<Vec<Claimed>>,
     },
@@ -115,14 +115,14 @@ fn commit_batch(
     let mut answers = Vec::with_capacity(batch.len());
     for op in batch {
         answers.push(match op {
-            Op::Enqueue(m, reply) => apply(&mut tx, reply, |c| store::enqueue(c, &m)),
+            Op::Enqueue(m, reply) => apply(&mut tx, reply, |c| sql::enqueue(c, &m)),
             Op::Claim {
                 upstream,
                 batch,
                 lease,
                 reply,
             } => apply(&mut tx, reply, |c| {
-                store::claim(c, &upstream, batch, lease, now)
+                sql::claim(c, &upstream, batch, lease, now)
             }),
             Op::Finish {
                 id,
@@ -130,15 +130,13 @@ fn commit_batch(
                 error,
                 reply,
             } => apply(&mut tx, reply, |c| {
-                store::finish(c, &id, &outcomes, error.as_deref(), policy, now)
+                sql::finish(c, &id, &outcomes, error.as_deref(), policy, now)
             }),
-            Op::Release(id, reply) => apply(&mut tx, reply, |c| store::release(c, &id)),
-            Op::NextDue(upstream, reply) => {
-                apply(&mut tx, reply, |c| store::next_due(c, &upstream))
-            }
-            Op::Waiting(reply) => apply(&mut tx, reply, store::waiting),
-            Op::Ping(reply) => apply(&mut tx, reply, store::ping),
-            Op::Reroute(route, reply) => apply(&mut tx, reply, |c| store::reroute(c, &*route, now)),
+            Op::Release(id, reply) => apply(&mut tx, reply, |c| sql::release(c, &id)),
+            Op::NextDue(upstream, reply) => apply(&mut tx, reply, |c| sql::next_due(c, &upstream)),
+            Op::Waiting(reply) => apply(&mut tx, reply, sql::waiting),
+            Op::Ping(reply) => apply(&mut tx, reply, sql::ping),
+            Op::Reroute(route, reply) => apply(&mut tx, reply, |c| sql::reroute(c, &*route, now)),
             Op::SetPolicy(_, reply) => apply(&mut tx, reply, |_| Ok(())),
         });
     }

@@ -227,7 +227,7 @@ async fn a_claim_stops_at_its_byte_budget_but_always_takes_one() {
         m.size = 100;
         q.enqueue(m).await.unwrap();
     }
-    let batch = relay_queue::Batch {
+    let batch = relay_queue::ClaimLimit {
         messages: 10,
         bytes: 250,
     };
@@ -235,7 +235,7 @@ async fn a_claim_stops_at_its_byte_budget_but_always_takes_one() {
         q.claim("transactional", batch, LEASE).await.unwrap().len(),
         2
     );
-    let tiny = relay_queue::Batch {
+    let tiny = relay_queue::ClaimLimit {
         messages: 10,
         bytes: 1,
     };

@@ -6,8 +6,8 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Session, State};
+use crate::handoff::Store;
 use crate::reply;
-use crate::store::Store;
 
 /// Which line of an AUTH exchange comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

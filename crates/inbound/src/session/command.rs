@@ -6,8 +6,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Session, State, Transaction};
 use crate::decoder::Decoder;
+use crate::handoff::Store;
 use crate::reply;
-use crate::store::Store;
 
 impl<S, T> Session<S, T>
 where

@@ -7,9 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
 use crate::decoder::Decoder;
+use crate::handoff::{ReceivedMessage, Store};
 use crate::queue_id::new_queue_id;
 use crate::reply;
-use crate::store::{ReceivedMessage, Store};
 use crate::trace::{add_headers, Trace};
 
 impl<S, T> Session<S, T>

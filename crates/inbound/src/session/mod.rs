@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::decoder::Decoder;
+use crate::handoff::Store;
 use crate::reply;
-use crate::store::Store;
 
 /// Longest command line we accept, as RFC 5321 §4.5.3.1.4 and smtp-proto.
 pub const MAX_LINE: usize = 4096;

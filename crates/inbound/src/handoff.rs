@@ -20,17 +20,16 @@ pub struct ReceivedMessage {
     pub data: Vec<u8>,
 }
 
-/// Why a store did not happen; the client gets `452 4.3.1`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
 /// Stores a received message durably. `Ok` must mean committed to disk:
 /// the session answers `250` only after it.
 pub trait Store: Send + Sync + 'static {
+    /// Why a store did not happen; the session logs it and answers
+    /// `452 4.3.1`.
+    type Error: std::error::Error + Send;
+
     /// Stores the message; returns once it is durable.
     fn store(
         &self,
         message: ReceivedMessage,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

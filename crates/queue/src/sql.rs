@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    Batch, Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy,
+    ClaimLimit, Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy,
 };
 
 /// Unix milliseconds, the time unit on disk.
@@ -40,7 +40,7 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
 pub fn claim(
     conn: &Connection,
     upstream: &str,
-    batch: Batch,
+    batch: ClaimLimit,
     lease: Duration,
     now: SystemTime,
 ) -> Result<Vec<Claimed>, QueueError> {
