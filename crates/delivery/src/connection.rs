@@ -1,7 +1,7 @@
 //! Opening an authenticated connection to an upstream: TCP, STARTTLS (or
 //! implicit TLS, or none to loopback), EHLO, AUTH with the token twice.
 //! Done step by step (not with mail-send's all-in-one builder) so that
-//! `check` can name the [`Phase`] that failed.
+//! `check` can name the [`Step`] that failed.
 
 use mail_send::{Credentials, SmtpClient};
 use relay_config::TlsMode;
@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::outcome::{is_credential_failure, reply_text, with_hint};
+use crate::probe::Step;
 use crate::Upstream;
 
 /// An open, authenticated SMTP session with an upstream.
@@ -49,22 +50,6 @@ pub enum ConnectError {
     Transient(String),
 }
 
-/// The step of opening a connection that failed, so `check` can say
-/// where it went wrong (the daemon only needs [`ConnectError`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The server's `220` greeting.
-    Greeting,
-    /// EHLO before STARTTLS.
-    Ehlo,
-    /// STARTTLS offered and accepted.
-    StartTls,
-    /// The TLS handshake, including the certificate check.
-    TlsHandshake,
-    /// EHLO over TLS, then AUTH with the token.
-    Auth,
-}
-
 /// Connects and authenticates.
 pub async fn connect(up: &Upstream) -> Result<Connection, ConnectError> {
     let tcp = tokio::time::timeout(up.timeout, TcpStream::connect((up.host.as_str(), up.port)))
@@ -80,7 +65,7 @@ pub async fn connect(up: &Upstream) -> Result<Connection, ConnectError> {
 pub(crate) async fn open(
     up: &Upstream,
     tcp: TcpStream,
-) -> Result<Connection, (Phase, mail_send::Error)> {
+) -> Result<Connection, (Step, mail_send::Error)> {
     let _ = tcp.set_nodelay(true);
     let mut client = SmtpClient {
         stream: tcp,
@@ -95,27 +80,27 @@ pub(crate) async fn open(
             let mut client = client
                 .into_tls(&up.connector, &up.host)
                 .await
-                .map_err(|e| (Phase::TlsHandshake, e))?;
+                .map_err(|e| (Step::Tls, e))?;
             greeting(&mut client).await?;
             Connection::Tls(Box::new(authenticate(up, client).await?))
         }
         TlsMode::StartTls => {
             greeting(&mut client).await?;
-            let ehlo = client.ehlo(&up.helo).await.map_err(|e| (Phase::Ehlo, e))?;
+            let ehlo = client.ehlo(&up.helo).await.map_err(|e| (Step::Ehlo, e))?;
             if !ehlo.has_capability(EXT_START_TLS) {
-                return Err((Phase::StartTls, mail_send::Error::MissingStartTls));
+                return Err((Step::StartTls, mail_send::Error::MissingStartTls));
             }
             let reply = client
                 .cmd(b"STARTTLS\r\n")
                 .await
-                .map_err(|e| (Phase::StartTls, e))?;
+                .map_err(|e| (Step::StartTls, e))?;
             if reply.code / 100 != 2 {
-                return Err((Phase::StartTls, mail_send::Error::UnexpectedReply(reply)));
+                return Err((Step::StartTls, mail_send::Error::UnexpectedReply(reply)));
             }
             let client = client
                 .into_tls(&up.connector, &up.host)
                 .await
-                .map_err(|e| (Phase::TlsHandshake, e))?;
+                .map_err(|e| (Step::Tls, e))?;
             Connection::Tls(Box::new(authenticate(up, client).await?))
         }
     })
@@ -124,14 +109,14 @@ pub(crate) async fn open(
 /// Waits (bounded, unlike mail-send's `read`) for the `220` greeting.
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
-) -> Result<(), (Phase, mail_send::Error)> {
+) -> Result<(), (Step, mail_send::Error)> {
     let reply = tokio::time::timeout(client.timeout, client.read())
         .await
         .map_err(|_| mail_send::Error::Timeout)
         .and_then(|r| r)
-        .map_err(|e| (Phase::Greeting, e))?;
+        .map_err(|e| (Step::Greeting, e))?;
     if reply.code / 100 != 2 {
-        return Err((Phase::Greeting, mail_send::Error::UnexpectedReply(reply)));
+        return Err((Step::Greeting, mail_send::Error::UnexpectedReply(reply)));
     }
     Ok(())
 }
@@ -139,8 +124,8 @@ async fn greeting<T: AsyncRead + AsyncWrite + Unpin>(
 async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     up: &Upstream,
     mut client: SmtpClient<T>,
-) -> Result<Session<T>, (Phase, mail_send::Error)> {
-    let fail = |e| (Phase::Auth, e);
+) -> Result<Session<T>, (Step, mail_send::Error)> {
+    let fail = |e| (Step::Auth, e);
     let capabilities = client.ehlo(&up.helo).await.map_err(fail)?;
     let token = up.token.expose().to_string();
     let credentials = Credentials::new(token.clone(), token);

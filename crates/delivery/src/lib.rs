@@ -10,12 +10,15 @@
 //! (only the [`relay_queue::Queue`] trait).
 #![forbid(unsafe_code)]
 
-mod chain;
+mod attempt;
 mod connection;
 pub mod metrics;
 pub mod outcome;
 mod pause;
+mod pool;
 pub mod probe;
+mod record;
+mod relay;
 mod tls;
 mod transaction;
 mod upstream;

@@ -74,15 +74,3 @@ impl Metrics {
 pub fn upstream(name: &str) -> Labels {
     vec![("upstream", name.to_string())]
 }
-
-/// The reason class of a permanent failure, from its reply text.
-pub fn failure_class(reply: &str) -> &'static str {
-    let lower = reply.to_ascii_lowercase();
-    if lower.contains("not found in your domains") {
-        "unverified_sender"
-    } else if lower.starts_with("gave up") {
-        "expired"
-    } else {
-        "rejected"
-    }
-}

@@ -1,5 +1,6 @@
-//! One place that turns what the upstream said (or an I/O failure) into a
-//! recipient outcome, and Postmark's fixable failures into advice.
+//! The one place that reads the upstream's replies: a reply (or the reply
+//! to a message body) becomes a recipient [`Outcome`], and the Postmark
+//! failures an operator can fix become a [`Diagnosis`] with the fix.
 
 use relay_queue::Outcome;
 use smtp_proto::Response;
@@ -21,8 +22,9 @@ pub fn reply_text(r: &Response<String>) -> String {
     }
 }
 
-/// 2xx → delivered, 4xx → deferred, anything else → failed.
-pub fn from_reply(r: &Response<String>) -> Outcome {
+/// 2xx → delivered, 4xx → deferred, anything else → failed; the text is
+/// the reply with its fix when there is one.
+pub fn classify(r: &Response<String>) -> Outcome {
     let text = with_hint(&reply_text(r));
     match r.code {
         200..=299 => Outcome::Delivered(text),
@@ -31,22 +33,58 @@ pub fn from_reply(r: &Response<String>) -> Outcome {
     }
 }
 
-/// What an operator should do about a Postmark reply, if it is one of
-/// the failures they can fix (docs/REFERENCE.md, "Errors that explain themselves").
-pub fn hint(reply: &str) -> Option<&'static str> {
-    let lower = reply.to_ascii_lowercase();
-    if lower.contains("serverapi key required") {
-        Some("an Account API Token is configured; use the Server API Token (Servers → your server → API Tokens)")
-    } else if lower.contains("not found in your domains") {
-        Some("the sender's domain is not verified on this Postmark server (Sender Signatures)")
-    } else if lower.starts_with("535") {
-        Some("username and password must both be the same Server API Token")
-    } else {
-        None
+/// The outcome of the reply to a message body. A 3xx there is a protocol
+/// error, so it counts as temporary.
+pub fn classify_body(r: &Response<String>) -> Outcome {
+    match classify(r) {
+        Outcome::Failed(text) if r.code / 100 == 3 => Outcome::Deferred(text),
+        outcome => outcome,
     }
 }
 
-/// The reply followed by its hint, when there is one.
+/// A Postmark failure the operator can fix (docs/REFERENCE.md, "Errors that
+/// explain themselves").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diagnosis {
+    /// An Account API Token where the Server API Token belongs.
+    AccountToken,
+    /// Username and password are not the same Server API Token.
+    WrongCredentials,
+    /// The sender's domain is not verified on the Postmark server.
+    UnverifiedSender,
+}
+
+impl Diagnosis {
+    /// The diagnosis of a reply's text (`535 5.7.8 ...`), if it has one.
+    pub fn of(reply: &str) -> Option<Diagnosis> {
+        let lower = reply.to_ascii_lowercase();
+        if lower.contains("serverapi key required") {
+            Some(Diagnosis::AccountToken)
+        } else if lower.contains("not found in your domains") {
+            Some(Diagnosis::UnverifiedSender)
+        } else if lower.starts_with("535") {
+            Some(Diagnosis::WrongCredentials)
+        } else {
+            None
+        }
+    }
+
+    /// What the operator should do.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Diagnosis::AccountToken => "an Account API Token is configured; use the Server API Token (Servers → your server → API Tokens)",
+            Diagnosis::WrongCredentials => "username and password must both be the same Server API Token",
+            Diagnosis::UnverifiedSender => "the sender's domain is not verified on this Postmark server (Sender Signatures)",
+        }
+    }
+}
+
+/// The fix for a reply, if it is one of the failures an operator can fix.
+pub fn hint(reply: &str) -> Option<&'static str> {
+    Diagnosis::of(reply).map(Diagnosis::fix)
+}
+
+/// The reply followed by its fix, when there is one.
 pub fn with_hint(reply: &str) -> String {
     match hint(reply) {
         Some(h) => format!("{reply} (fix: {h})"),
@@ -56,11 +94,38 @@ pub fn with_hint(reply: &str) -> String {
 
 /// Whether a reply means our credentials are wrong (not the message's fault).
 pub fn is_credential_failure(r: &Response<String>) -> bool {
-    r.code == 535
-        || r.code == 530
-        || r.message
-            .to_ascii_lowercase()
-            .contains("serverapi key required")
+    r.code == 535 || r.code == 530 || Diagnosis::of(&r.message) == Some(Diagnosis::AccountToken)
+}
+
+/// Why a message ended failed: the `reason` label of
+/// `postmark_relay_messages_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// The upstream refused it for good.
+    Rejected,
+    /// Refused because the sender's domain is not verified.
+    UnverifiedSender,
+    /// `retry.give_up_after` passed while recipients were still pending.
+    Expired,
+}
+
+impl FailureReason {
+    /// Why a refusal with this reply text failed the message.
+    pub fn of_refusal(reply: &str) -> FailureReason {
+        match Diagnosis::of(reply) {
+            Some(Diagnosis::UnverifiedSender) => FailureReason::UnverifiedSender,
+            _ => FailureReason::Rejected,
+        }
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "rejected",
+            FailureReason::UnverifiedSender => "unverified_sender",
+            FailureReason::Expired => "expired",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,17 +143,21 @@ mod tests {
     #[test]
     fn codes_map_to_outcomes() {
         assert!(matches!(
-            from_reply(&r(250, [2, 0, 0], "ok")),
+            classify(&r(250, [2, 0, 0], "ok")),
             Outcome::Delivered(_)
         ));
         assert!(matches!(
-            from_reply(&r(451, [4, 3, 0], "later")),
+            classify(&r(451, [4, 3, 0], "later")),
             Outcome::Deferred(_)
         ));
         assert_eq!(
-            from_reply(&r(550, [5, 1, 1], "no user")),
+            classify(&r(550, [5, 1, 1], "no user")),
             Outcome::Failed("550 5.1.1 no user".into())
         );
+        assert!(matches!(
+            classify_body(&r(354, [0, 0, 0], "go on")),
+            Outcome::Deferred(_)
+        ));
     }
 
     #[test]
@@ -99,9 +168,17 @@ mod tests {
             "The from address you've used was not found in your domains",
         ));
         assert!(with_hint(&unverified).contains("Sender Signatures"));
+        assert_eq!(
+            FailureReason::of_refusal(&unverified),
+            FailureReason::UnverifiedSender
+        );
         assert!(with_hint("535 5.7.8 ServerAPI key required").contains("use the Server API Token"));
         assert!(with_hint("535 5.7.8 Authentication failed")
             .contains("both be the same Server API Token"));
         assert_eq!(with_hint("451 4.3.0 busy"), "451 4.3.0 busy");
+        assert_eq!(
+            FailureReason::of_refusal("550 5.1.1 no user"),
+            FailureReason::Rejected
+        );
     }
 }

@@ -12,12 +12,13 @@ use relay_queue::{Outcome, PendingRecipient};
 use rustls::CertificateError;
 use tokio::net::TcpStream;
 
-use crate::connection::{open, Connection, Phase};
-use crate::outcome::reply_text;
-use crate::transaction::relay;
+use crate::attempt::Attempt;
+use crate::connection::{open, Connection};
+use crate::outcome::{reply_text, Diagnosis};
+use crate::relay::{relay, Job};
 use crate::Upstream;
 
-/// Where a check stopped.
+/// Where a check (or opening a connection) stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Before connecting: the configuration cannot work (no token, bad
@@ -123,23 +124,35 @@ pub async fn send_test(
         idx: 0,
         address: to.to_string(),
     }];
-    let attempted = match &mut connection {
-        Connection::Tls(s) => relay(s, from, &recipients, message).await,
-        Connection::Plain(s) => relay(s, from, &recipients, message).await,
+    let jobs = [Job {
+        sender: from,
+        recipients: &recipients,
+        body: message,
+    }];
+    let relayed = match &mut connection {
+        Connection::Tls(s) => relay(s.as_mut(), &jobs).await,
+        Connection::Plain(s) => relay(s, &jobs).await,
     };
-    if attempted.broken.is_none() {
+    if relayed.reusable {
         connection.quit().await;
     }
     let at = format!("{}:{}", up.host, up.port);
-    match attempted.outcomes.into_iter().next() {
-        Some((_, Outcome::Delivered(text))) => Ok(attempted.reply.unwrap_or(text)),
+    let (answers, broken) = match relayed.attempts.into_iter().next() {
+        Some(Attempt::Answered(answers)) => (answers, None),
+        Some(Attempt::Broken {
+            answers, reason, ..
+        }) => (answers, Some(reason)),
+        Some(Attempt::Untried) | None => Default::default(),
+    };
+    match answers.outcomes.into_iter().next() {
+        Some((_, Outcome::Delivered(text))) => Ok(answers.reply.unwrap_or(text)),
         Some((_, Outcome::Deferred(text))) => {
             Err(format!("{at} deferred the message (temporary): {text}"))
         }
         Some((_, Outcome::Failed(text))) => Err(format!("{at} rejected the message: {text}")),
         None => Err(format!(
             "{at}: the connection broke before an answer: {}",
-            attempted.broken.unwrap_or_else(|| "no reply".into())
+            broken.unwrap_or_else(|| "no reply".into())
         )),
     }
 }
@@ -149,7 +162,7 @@ async fn login(up: &Upstream) -> Result<Connection, Failure> {
     let tcp = reach(up).await?;
     open(up, tcp)
         .await
-        .map_err(|(phase, e)| explain(up, phase, e))
+        .map_err(|(step, e)| explain(up, step, e))
 }
 
 /// Resolves the host and connects to the first address that answers.
@@ -235,28 +248,19 @@ fn timeout_fix(up: &Upstream) -> String {
 }
 
 /// Turns what failed while opening the session into words and a fix.
-fn explain(up: &Upstream, phase: Phase, e: mail_send::Error) -> Failure {
+fn explain(up: &Upstream, step: Step, e: mail_send::Error) -> Failure {
     let at = format!("{}:{}", up.host, up.port);
     let name = &up.name;
-    let step = match phase {
-        Phase::Greeting => Step::Greeting,
-        Phase::Ehlo => Step::Ehlo,
-        Phase::StartTls => Step::StartTls,
-        Phase::TlsHandshake => Step::Tls,
-        Phase::Auth => Step::Auth,
-    };
     let failure = |reason: String, fix: Option<String>| Failure { step, reason, fix };
     match e {
         mail_send::Error::AuthenticationFailed(r) | mail_send::Error::UnexpectedReply(r)
             if step == Step::Auth =>
         {
             let reply = reply_text(&r);
-            let fix = if reply.to_ascii_lowercase().contains("serverapi key required") {
-                Some("use the Server API Token (Servers → your server → API Tokens), not an Account API Token".into())
-            } else if r.code == 535 {
-                Some("the same Server API Token must be both username and password: check that the configured token is this Postmark server's Server API Token".into())
-            } else {
-                None
+            let fix = match Diagnosis::of(&reply) {
+                Some(Diagnosis::AccountToken) => Some("use the Server API Token (Servers → your server → API Tokens), not an Account API Token".into()),
+                Some(Diagnosis::WrongCredentials) => Some("the same Server API Token must be both username and password: check that the configured token is this Postmark server's Server API Token".into()),
+                _ => None,
             };
             failure(format!("{at} refused our credentials: {reply}"), fix)
         }

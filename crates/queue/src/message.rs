@@ -81,8 +81,12 @@ pub enum Finished {
     Delivered,
     /// Some recipients still pending; next attempt at this time.
     Deferred(SystemTime),
-    /// No recipient pending and at least one failed; kept for inspection.
+    /// No recipient pending and at least one refused for good; kept for
+    /// inspection.
     Failed,
+    /// `give_up_after` passed with recipients still pending: they were
+    /// failed; kept for inspection.
+    Expired,
 }
 
 /// A message's state as stored.

@@ -140,7 +140,8 @@ pub fn finish(
         .map(str::to_string)
         .or_else(|| first_problem(outcomes));
     let give_up_at = from_millis(received_at) + policy.give_up_after;
-    if count(conn, id, "pending")? > 0 && now >= give_up_at {
+    let expired = count(conn, id, "pending")? > 0 && now >= give_up_at;
+    if expired {
         let reply = format!(
             "gave up after {}: {}",
             humantime::format_duration(policy.give_up_after),
@@ -165,7 +166,11 @@ pub fn finish(
                  lease_until = NULL, last_error = ?3 WHERE id = ?1",
         )?
         .execute(params![id, attempts, last_error])?;
-        Ok(Finished::Failed)
+        Ok(if expired {
+            Finished::Expired
+        } else {
+            Finished::Failed
+        })
     } else {
         delete(conn, id)?;
         Ok(Finished::Delivered)

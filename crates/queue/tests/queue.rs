@@ -165,7 +165,7 @@ async fn pending_recipients_fail_once_give_up_after_has_passed() {
         )
         .await
         .unwrap();
-    assert_eq!(done, Finished::Failed);
+    assert_eq!(done, Finished::Expired);
 }
 
 #[tokio::test]
