@@ -24,14 +24,20 @@ fn admin_addr(relay: &mut Relay) -> SocketAddr {
 
 /// GET `path`; returns (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = request(addr, "GET", path);
+    (status, body)
+}
+
+/// `method` `path`; returns (status, head, body).
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// The value of a metric line starting with `prefix` (name + labels).
@@ -128,6 +134,11 @@ fn healthz_and_the_health_command_say_healthy() {
     assert_eq!(get(admin, "/healthz").0, 200);
     assert_eq!(get(admin, "/readyz").0, 200);
     assert_eq!(get(admin, "/nope").0, 404);
+    // HEAD: the same status and length, and no body.
+    let (status, head, body) = request(admin, "HEAD", "/metrics");
+    assert_eq!(status, 200);
+    assert!(!head.contains("Content-Length: 0"), "{head}");
+    assert!(body.is_empty(), "HEAD got a body: {body:?}");
 
     let cfg = relay.dir.path().join("health.toml");
     std::fs::write(&cfg, format!("[admin]\nlisten = \"{admin}\"\n")).unwrap();

@@ -53,8 +53,8 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
     Some((method, path))
 }
 
-/// Writes `response` and closes.
-pub async fn write_response(stream: &mut TcpStream, response: Response) {
+/// Writes `response` (for a HEAD request only its head) and closes.
+pub async fn write_response(stream: &mut TcpStream, response: Response, head_only: bool) {
     let reason = match response.status {
         200 => "OK",
         404 => "Not Found",
@@ -69,6 +69,8 @@ pub async fn write_response(stream: &mut TcpStream, response: Response) {
         response.body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(response.body.as_bytes()).await;
+    if !head_only {
+        let _ = stream.write_all(response.body.as_bytes()).await;
+    }
     let _ = stream.shutdown().await;
 }

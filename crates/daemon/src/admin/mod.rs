@@ -32,8 +32,9 @@ pub struct Admin {
     paused: Family<Labels, Gauge>,
     queue: SqliteQueue,
     queue_path: PathBuf,
-    /// Opened on first use, reused after; a read-only view of the queue.
-    inspector: Mutex<Option<Inspector>>,
+    /// Opened on first use, reused after; a read-only view of the queue,
+    /// only ever used on a blocking thread (its queries are SQLite calls).
+    inspector: Arc<Mutex<Option<Inspector>>>,
     supervisor: Arc<Supervisor>,
     sessions: TaskTracker,
 }
@@ -88,7 +89,7 @@ impl Admin {
             paused,
             queue,
             queue_path,
-            inspector: Mutex::new(None),
+            inspector: Arc::new(Mutex::new(None)),
             supervisor,
             sessions,
         }
@@ -139,7 +140,7 @@ impl Admin {
                 .get_or_create(&vec![("upstream", name)])
                 .set(i64::from(paused));
         }
-        match self.queue_stats() {
+        match self.queue_stats().await {
             Ok(stats) => {
                 for (state, n) in [
                     ("queued", stats.by_state.queued),
@@ -169,14 +170,25 @@ impl Admin {
         }
     }
 
-    fn queue_stats(&self) -> Result<relay_queue::Stats, relay_queue::QueueError> {
-        let mut guard = self.inspector.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(Inspector::open(&self.queue_path)?);
-        }
-        match guard.as_ref() {
-            Some(inspector) => inspector.stats(),
-            None => unreachable!("opened above"),
+    /// Counts by state and the oldest message, read on a blocking thread
+    /// so a slow disk never stalls the async runtime.
+    /// The error is only logged, so it travels as its text.
+    async fn queue_stats(&self) -> Result<relay_queue::Stats, String> {
+        let inspector = self.inspector.clone();
+        let path = self.queue_path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut guard = inspector.lock().unwrap_or_else(|p| p.into_inner());
+            let inspector = match guard.take() {
+                Some(inspector) => inspector,
+                None => Inspector::open(&path).map_err(|e| e.to_string())?,
+            };
+            let stats = inspector.stats().map_err(|e| e.to_string());
+            *guard = Some(inspector);
+            stats
+        });
+        match read.await {
+            Ok(stats) => stats,
+            Err(e) => Err(format!("the statistics task failed: {e}")),
         }
     }
 }
@@ -199,7 +211,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
         tokio::spawn(async move {
             if let Some((method, path)) = read_request(&mut stream).await {
                 let response = admin.respond(&method, &path).await;
-                write_response(&mut stream, response).await;
+                write_response(&mut stream, response, method == "HEAD").await;
             }
         });
     }
