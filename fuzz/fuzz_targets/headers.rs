@@ -43,17 +43,17 @@ fn rule(name: &str, upstream: &str) -> Rule {
 fn router() -> Router {
     let rules = vec![
         Rule {
-            sender: Some("*@news.example.com".into()),
+            sender: Some(glob("*@news.example.com")),
             stream: Some("newsletter".into()),
             ..rule("news", "broadcast")
         },
         Rule {
-            from: Some("*@Example.ORG".into()),
+            from: Some(glob("*@Example.ORG")),
             ..rule("org", "transactional")
         },
         Rule {
             header: Some("X-Campaign".into()),
-            value: Some("spring*".into()),
+            value: Some(glob("spring*")),
             ..rule("campaign", "broadcast")
         },
         Rule {
@@ -66,7 +66,10 @@ fn router() -> Router {
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
         rules,
     })
-    .expect("valid routing")
+}
+
+fn glob(pattern: &str) -> relay_config::Glob {
+    relay_config::Glob::new(pattern).expect("valid glob")
 }
 
 fn rewrite() -> SenderRewrite {

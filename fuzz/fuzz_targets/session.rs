@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use relay_config::Server;
-use relay_inbound::{ReceivedMessage, Session, Store, StoreError};
+use relay_inbound::{ReceivedMessage, Session, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -37,10 +37,12 @@ struct MemStore {
 }
 
 impl Store for MemStore {
+    type Error = std::io::Error;
+
     fn store(
         &self,
         message: ReceivedMessage,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    ) -> impl Future<Output = Result<(), std::io::Error>> + Send {
         check_message(&message, self.limit);
         self.stored
             .lock()
