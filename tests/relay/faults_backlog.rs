@@ -53,7 +53,7 @@ fn fill_queue(folder: &std::path::Path, n: usize) {
                             upstream: "transactional".into(),
                             stream: None,
                             size: 0,
-                            data: message(&tag),
+                            content: relay_queue::Content::whole(message(&tag)),
                         })
                         .await
                 });

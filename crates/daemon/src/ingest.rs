@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
 use relay_inbound::{ReceivedMessage, Store};
-use relay_queue::{NewMessage, Queue, QueueError};
+use relay_queue::{Content, NewMessage, Queue, QueueError};
 use relay_routing::{Router, SenderRewrite};
 
 /// Routes each message, rewrites its sender when needed, and stores it in
@@ -91,7 +91,7 @@ impl<Q: Queue> Store for Ingest<Q> {
                 upstream: route.upstream.clone(),
                 stream: route.stream.clone(),
                 size: m.size,
-                data: m.data,
+                content: Content::whole(m.data),
             })
             .await?;
         self.received.inc();

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod attempt;
+mod body;
 mod connection;
 pub mod metrics;
 pub mod outcome;
@@ -24,11 +25,12 @@ mod transaction;
 mod upstream;
 mod worker;
 
+pub use body::dot_stuff;
 pub use connection::{connect, ConnectError, Connection};
 pub use metrics::Metrics;
 pub use pause::Pause;
 pub use tls::{connector, TlsSetupError};
-pub use transaction::{dot_stuff, MAX_RCPT_PER_TRANSACTION};
+pub use transaction::MAX_RCPT_PER_TRANSACTION;
 pub use upstream::{upstreams, Upstream, UpstreamError};
 
 use std::sync::Arc;

@@ -8,11 +8,12 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 
 use relay_config::TlsMode;
-use relay_queue::{Outcome, PendingRecipient};
+use relay_queue::{Content, Outcome, PendingRecipient};
 use rustls::CertificateError;
 use tokio::net::TcpStream;
 
 use crate::attempt::Attempt;
+use crate::body::{Body, NoChunks};
 use crate::connection::{open, Connection};
 use crate::outcome::{reply_text, Diagnosis};
 use crate::relay::{relay, Job};
@@ -124,14 +125,19 @@ pub async fn send_test(
         idx: 0,
         address: to.to_string(),
     }];
+    let content = Content::whole(message.to_vec());
     let jobs = [Job {
         sender: from,
         recipients: &recipients,
-        body: message,
+        body: Body {
+            id: "send-test",
+            prefix: b"",
+            content: &content,
+        },
     }];
     let relayed = match &mut connection {
-        Connection::Tls(s) => relay(s.as_mut(), &jobs).await,
-        Connection::Plain(s) => relay(s, &jobs).await,
+        Connection::Tls(s) => relay(s.as_mut(), &jobs, &NoChunks).await,
+        Connection::Plain(s) => relay(s, &jobs, &NoChunks).await,
     };
     if relayed.reusable {
         connection.quit().await;

@@ -15,11 +15,11 @@ use smtp_proto::Response;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::attempt::{Answers, Attempt};
+use crate::body::{write_body, Body, Chunks};
 use crate::connection::Session;
 use crate::outcome::{classify_body, reply_text};
 use crate::transaction::{
-    abort, dot_stuff, envelope, exchange, failure, judge, one_by_one, Next,
-    MAX_RCPT_PER_TRANSACTION,
+    abort, envelope, exchange, failure, judge, one_by_one, Next, MAX_RCPT_PER_TRANSACTION,
 };
 
 /// One message to relay.
@@ -28,8 +28,7 @@ pub struct Job<'a> {
     pub sender: &'a str,
     /// Only the recipients still pending.
     pub recipients: &'a [PendingRecipient],
-    /// CRLF, not dot-stuffed.
-    pub body: &'a [u8],
+    pub body: Body<'a>,
 }
 
 /// What a run of jobs produced.
@@ -41,19 +40,21 @@ pub struct Relayed {
     pub reusable: bool,
 }
 
-/// A body whose DATA got `354`: it goes out (pipelining: with the next
-/// command group) and its reply answers `accepted`.
+/// A body whose DATA got `354` and whose last piece (with the `.` line)
+/// has yet to go out (pipelining: with the next command group); its reply
+/// answers `accepted`.
 struct PendingBody {
     job: usize,
     accepted: Vec<i64>,
-    stuffed: Vec<u8>,
+    last_piece: Vec<u8>,
 }
 
-/// Relays `jobs` in order over `session`. After the connection breaks,
-/// the rest are left untried.
+/// Relays `jobs` in order over `session`, reading stored body chunks from
+/// `chunks`. After the connection breaks, the rest are left untried.
 pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session<T>,
     jobs: &[Job<'_>],
+    chunks: &impl Chunks,
 ) -> Relayed {
     let mut answers: Vec<Answers> = jobs.iter().map(|_| Answers::default()).collect();
     // Whether the upstream said anything about each job.
@@ -76,7 +77,7 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
             // still needed.
             let mut group = pending
                 .as_mut()
-                .map(|p| std::mem::take(&mut p.stuffed))
+                .map(|p| std::mem::take(&mut p.last_piece))
                 .unwrap_or_default();
             group.extend_from_slice(commands.concat().as_bytes());
             let expected = commands.len() + usize::from(pending.is_some());
@@ -101,16 +102,29 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
         }
         match judge(batch, &replies, &mut answers[j].outcomes) {
             Next::SendBody { accepted } => {
-                let stuffed = dot_stuff(job.body);
-                if session.pipelining {
-                    pending = Some(PendingBody {
-                        job: j,
-                        accepted,
-                        stuffed,
-                    });
-                } else if let Err(e) =
-                    send_body(session, &mut answers[j], &accepted, &stuffed).await
+                let timeout = session.client.timeout;
+                let last_piece = match write_body(
+                    &mut session.client.stream,
+                    &job.body,
+                    chunks,
+                    timeout,
+                )
+                .await
                 {
+                    Ok(last_piece) => last_piece,
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
+                    }
+                };
+                let body = PendingBody {
+                    job: j,
+                    accepted,
+                    last_piece,
+                };
+                if session.pipelining {
+                    pending = Some(body);
+                } else if let Err(e) = send_last_piece(session, &mut answers, body).await {
                     broken = Some(e);
                     break;
                 }
@@ -125,7 +139,7 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
     }
     // The last body has no next group to travel with.
     if let Some(p) = pending.take().filter(|_| broken.is_none()) {
-        if let Err(e) = send_body(session, &mut answers[p.job], &p.accepted, &p.stuffed).await {
+        if let Err(e) = send_last_piece(session, &mut answers, p).await {
             broken = Some(e);
         }
     }
@@ -155,17 +169,16 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sends a stuffed body on its own and reads its reply.
-async fn send_body<T: AsyncRead + AsyncWrite + Unpin>(
+/// Sends a body's last piece on its own and reads its reply.
+async fn send_last_piece<T: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session<T>,
-    answers: &mut Answers,
-    accepted: &[i64],
-    stuffed: &[u8],
+    answers: &mut [Answers],
+    body: PendingBody,
 ) -> Result<(), String> {
-    let (replies, result) = exchange(&mut session.client, stuffed, 1).await;
+    let (replies, result) = exchange(&mut session.client, &body.last_piece, 1).await;
     match replies.first() {
         Some(reply) => {
-            answer_body(answers, accepted, reply);
+            answer_body(&mut answers[body.job], &body.accepted, reply);
             Ok(())
         }
         None => Err(reason(result)),
@@ -191,8 +204,9 @@ fn reason(result: Result<(), mail_send::Error>) -> String {
 mod tests {
     use super::{relay, Job};
     use crate::attempt::Attempt;
+    use crate::body::{Body, NoChunks};
     use crate::connection::Session;
-    use relay_queue::{Outcome, PendingRecipient};
+    use relay_queue::{Content, Outcome, PendingRecipient};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -217,17 +231,33 @@ mod tests {
     /// over a pipelining `client`.
     async fn run_three(client: DuplexStream, third: &[u8]) -> super::Relayed {
         let (r1, r2, r3) = ([rcpt(1)], [rcpt(2)], [rcpt(3)]);
-        let job = |sender, recipients, body| Job {
+        let bodies = [
+            Content::whole(b"one\r\n".to_vec()),
+            Content::whole(b"two\r\n".to_vec()),
+            Content::whole(third.to_vec()),
+        ];
+        let jobs = [
+            job("a@x.test", &r1[..], &bodies[0]),
+            job("b@x.test", &r2[..], &bodies[1]),
+            job("c@x.test", &r3[..], &bodies[2]),
+        ];
+        relay(&mut session(client, true), &jobs, &NoChunks).await
+    }
+
+    fn job<'a>(
+        sender: &'a str,
+        recipients: &'a [PendingRecipient],
+        content: &'a Content,
+    ) -> Job<'a> {
+        Job {
             sender,
             recipients,
-            body,
-        };
-        let jobs = [
-            job("a@x.test", &r1[..], &b"one\r\n"[..]),
-            job("b@x.test", &r2[..], &b"two\r\n"[..]),
-            job("c@x.test", &r3[..], third),
-        ];
-        relay(&mut session(client, true), &jobs).await
+            body: Body {
+                id: "T",
+                prefix: b"",
+                content,
+            },
+        }
     }
 
     async fn read_until(server: &mut DuplexStream, end: &[u8]) -> Vec<u8> {
@@ -275,12 +305,9 @@ mod tests {
             (seen, body)
         });
         let rcpts = [rcpt(0), rcpt(1)];
-        let jobs = [Job {
-            sender: "s@x.test",
-            recipients: &rcpts,
-            body: b"Subject: t\r\n\r\n.dot\r\n",
-        }];
-        let relayed = relay(&mut session(client, true), &jobs).await;
+        let content = Content::whole(b"Subject: t\r\n\r\n.dot\r\n".to_vec());
+        let jobs = [job("s@x.test", &rcpts, &content)];
+        let relayed = relay(&mut session(client, true), &jobs, &NoChunks).await;
         assert!(relayed.reusable);
         assert!(
             matches!(
@@ -422,12 +449,9 @@ mod tests {
             transcript
         });
         let rcpts: Vec<_> = (0..60).map(rcpt).collect();
-        let jobs = [Job {
-            sender: "s@x.test",
-            recipients: &rcpts,
-            body: b"hi\r\n",
-        }];
-        let relayed = relay(&mut session(client, false), &jobs).await;
+        let content = Content::whole(b"hi\r\n".to_vec());
+        let jobs = [job("s@x.test", &rcpts, &content)];
+        let relayed = relay(&mut session(client, false), &jobs, &NoChunks).await;
         let transcript = upstream.await.expect("server");
         assert_eq!(transcript[0], b"MAIL FROM:<s@x.test>\r\n");
         assert_eq!(transcript[1], b"RSET\r\n");

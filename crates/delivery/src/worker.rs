@@ -11,6 +11,7 @@ use relay_queue::{ClaimLimit, Claimed, Queue};
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Attempt;
+use crate::body::Body;
 use crate::connection::{ConnectError, Connection};
 use crate::metrics::Metrics;
 use crate::pause::Pause;
@@ -119,14 +120,18 @@ impl<Q: Queue> Worker<Q> {
     /// Delivers claimed messages over the slot's connection (opening one if
     /// needed) and records every outcome.
     async fn deliver(&self, messages: Vec<Claimed>, slot: &mut Option<Pooled>) -> Round {
-        let bodies: Vec<Vec<u8>> = messages.iter().map(with_stream_header).collect();
+        let prefixes: Vec<Vec<u8>> = messages.iter().map(stream_header).collect();
         let jobs: Vec<Job<'_>> = messages
             .iter()
-            .zip(&bodies)
-            .map(|(m, body)| Job {
+            .zip(&prefixes)
+            .map(|(m, prefix)| Job {
                 sender: &m.sender,
                 recipients: &m.recipients,
-                body,
+                body: Body {
+                    id: &m.id,
+                    prefix,
+                    content: &m.content,
+                },
             })
             .collect();
         let recorder = self.recorder();
@@ -155,8 +160,8 @@ impl<Q: Queue> Worker<Q> {
                 },
             };
             let run = match conn {
-                Connection::Tls(s) => relay(s.as_mut(), &jobs).await,
-                Connection::Plain(s) => relay(s, &jobs).await,
+                Connection::Tls(s) => relay(s.as_mut(), &jobs, &self.queue).await,
+                Connection::Plain(s) => relay(s, &jobs, &self.queue).await,
             };
             if run.reusable {
                 if let Some(pooled) = slot.as_mut() {
@@ -200,15 +205,20 @@ impl<Q: Queue> Worker<Q> {
     }
 }
 
-/// The message as relayed: with `X-PM-Message-Stream` in front when the
+/// What goes in front of the message: `X-PM-Message-Stream` when the
 /// route chose a stream the message does not already name.
-fn with_stream_header(message: &Claimed) -> Vec<u8> {
+fn stream_header(message: &Claimed) -> Vec<u8> {
+    let content = &message.content;
+    // A message stored whole has its headers in the tail.
+    let headers = if content.head.is_empty() {
+        &content.tail
+    } else {
+        &content.head
+    };
     match &message.stream {
-        Some(stream) if !relay_routing::headers::has(&message.data, "X-PM-Message-Stream") => {
-            let mut out = format!("X-PM-Message-Stream: {stream}\r\n").into_bytes();
-            out.extend_from_slice(&message.data);
-            out
+        Some(stream) if !relay_routing::headers::has(headers, "X-PM-Message-Stream") => {
+            format!("X-PM-Message-Stream: {stream}\r\n").into_bytes()
         }
-        _ => message.data.clone(),
+        _ => Vec::new(),
     }
 }

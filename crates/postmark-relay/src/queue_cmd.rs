@@ -25,10 +25,34 @@ pub fn run(config: &relay_config::Config, command: QueueCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let QueueCommand::Show { id, raw: true } = &command {
+        return write_raw(&inspector, id);
+    }
     match execute(&inspector, command) {
         Ok(out) => write_stdout(&out),
         Err(e) => {
             eprintln!("postmark-relay queue: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `queue show --raw`: the stored message to stdout a piece at a time.
+fn write_raw(inspector: &Inspector, id: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    let written = inspector
+        .write_raw(id, &mut stdout)
+        .map(|found| found && stdout.flush().is_ok());
+    match written {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!(
+                "postmark-relay queue: no message {id} in the queue (see `postmark-relay queue list`)"
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("postmark-relay queue: reading the queue: {e}");
             ExitCode::FAILURE
         }
     }
@@ -69,15 +93,11 @@ fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u
                 Ok(render::table(&messages, state).into_bytes())
             }
         }
-        QueueCommand::Show { id, raw } => {
-            let Some((info, data)) = inspector.show(&id).context("reading the queue")? else {
+        QueueCommand::Show { id, .. } => {
+            let Some(info) = inspector.show(&id).context("reading the queue")? else {
                 bail!("no message {id} in the queue (see `postmark-relay queue list`)");
             };
-            Ok(if raw {
-                data
-            } else {
-                render::message(&info).into_bytes()
-            })
+            Ok(render::message(&info).into_bytes())
         }
         QueueCommand::Retry { all: true, .. } => {
             let n = inspector.retry_all().context("updating the queue")?;

@@ -19,6 +19,15 @@ pub enum QueueError {
     /// The group commit holding this operation failed; nothing was stored.
     #[error("queue commit failed: {0}")]
     Commit(String),
+    /// The queue was written by a newer postmark-relay.
+    #[error("the queue's schema version {0} is newer than this postmark-relay understands (2); run the newer version")]
+    NewerSchema(i64),
+    /// A message's stored body is not whole (a chunk is missing).
+    #[error("message {0}: body chunk {1} is missing")]
+    MissingChunk(String, u32),
+    /// A read on a blocking thread did not finish (it panicked).
+    #[error("reading the queue: {0}")]
+    Read(String),
     /// No message with that id.
     #[error("no message {0} in the queue")]
     NotFound(String),

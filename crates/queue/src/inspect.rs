@@ -15,16 +15,13 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 
 use crate::info::{Deleted, MessageInfo, RecipientInfo, Stats};
-use crate::schema::DB_FILE;
+use crate::schema::{self, DB_FILE};
 use crate::sql::{self, from_millis, millis};
 use crate::{QueueError, State};
 
 /// How long a write waits for the serving process's writer to finish its
 /// commit before giving up. Its transactions are short; this is generous.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The schema version this code reads (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
 
 /// A connection to an existing queue for listing, showing, retrying,
 /// deleting and counting messages. Not `Sync`: one per thread (or behind a
@@ -56,15 +53,7 @@ impl Inspector {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Our own writes (retry, delete) are as durable as the writer's.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version != SCHEMA_VERSION {
-            return Err(QueueError::Folder {
-                path: folder.to_path_buf(),
-                source: std::io::Error::other(format!(
-                    "{DB_FILE} has schema version {version}, this build reads version {SCHEMA_VERSION}"
-                )),
-            });
-        }
+        schema::migrate(&conn)?;
         Ok(Inspector { conn })
     }
 
@@ -85,22 +74,46 @@ impl Inspector {
         Ok(messages)
     }
 
-    /// One message and its stored bytes, if it is in the queue.
-    pub fn show(&self, id: &str) -> Result<Option<(MessageInfo, Vec<u8>)>, QueueError> {
+    /// One message, if it is in the queue.
+    pub fn show(&self, id: &str) -> Result<Option<MessageInfo>, QueueError> {
         let tx = self.conn.unchecked_transaction()?;
         let found = tx
             .prepare_cached(
                 "SELECT id, received_at, size, sender, upstream, stream, state, attempts,
-                        next_attempt_at, last_error, lease_until, data
+                        next_attempt_at, last_error, lease_until
                  FROM messages WHERE id = ?1",
             )?
-            .query_row(params![id], |r| Ok((message_row(r)?, r.get(11)?)))
+            .query_row(params![id], message_row)
             .optional()?;
-        let Some((mut info, data)) = found else {
+        let Some(mut info) = found else {
             return Ok(None);
         };
         info.recipients = recipients(&tx, id)?;
-        Ok(Some((info, data)))
+        Ok(Some(info))
+    }
+
+    /// Writes message `id`'s stored bytes to `out` a piece at a time (a
+    /// large message is never held whole); `false` if there is no such
+    /// message.
+    pub fn write_raw(&self, id: &str, out: &mut dyn std::io::Write) -> Result<bool, QueueError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let found: Option<(Vec<u8>, u32)> = tx
+            .prepare_cached("SELECT head, chunks FROM messages WHERE id = ?1")?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((head, chunks)) = found else {
+            return Ok(false);
+        };
+        let io = |e: std::io::Error| QueueError::Read(format!("writing the message out: {e}"));
+        out.write_all(&head).map_err(io)?;
+        for seq in 0..chunks {
+            out.write_all(&sql::chunk(&tx, id, seq)?).map_err(io)?;
+        }
+        let tail: Vec<u8> = tx
+            .prepare_cached("SELECT data FROM messages WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))?;
+        out.write_all(&tail).map_err(io)?;
+        Ok(true)
     }
 
     /// Makes message `id` due now and gives its failed recipients another

@@ -9,14 +9,19 @@
 //!
 //! One SQLite database, `queue.sqlite3`, in the configured folder, in WAL mode
 //! with `synchronous=FULL` (a commit is on disk when it returns).
-//! `PRAGMA user_version` is the schema version (currently 1).
+//! `PRAGMA user_version` is the schema version (currently 2; a version-1
+//! queue is upgraded in place when opened: its messages read as they are).
 //!
 //! - `messages(id, received_at, sender, upstream, stream, size, data, state,
-//!   attempts, next_attempt_at, lease_until, last_error)`: one row per
-//!   message; `data` is the full message (CRLF line endings, headers the
-//!   relay added included, not dot-stuffed); times are Unix milliseconds.
+//!   attempts, next_attempt_at, lease_until, last_error, head, chunks)`: one
+//!   row per message; times are Unix milliseconds. The message (CRLF line
+//!   endings, headers the relay added included, not dot-stuffed) is `head`,
+//!   then `chunks` rows of `chunks`, then `data` (see [`Content`]).
 //! - `recipients(message_id, idx, address, state, reply)`: one row per
 //!   envelope recipient, in RCPT order.
+//! - `chunks(message_id, seq, data)`: a large message's body in pieces of
+//!   at most 64 KiB, written while the client is still sending it, so memory
+//!   never holds a whole message.
 //!
 //! # Invariants
 //!
@@ -35,6 +40,13 @@
 //! 5. Only one thread writes (see [`writer`]); it commits whatever requests
 //!    are waiting in one transaction (group commit) and answers each request
 //!    after that commit.
+//! 6. A message's chunks `0..chunks` all exist before its row does: they are
+//!    appended first (commits without their own fsync), and the enqueue
+//!    checks their count in the transaction that inserts the row, whose
+//!    fsync makes them durable with it. Chunks without a message row belong
+//!    to a message never acknowledged; they are dropped when the message is
+//!    abandoned and, after a crash, at the next [`SqliteQueue::open`].
+//!    Deleting a message deletes its chunks.
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -56,7 +68,9 @@ pub use info::{
     format_time, Deleted, MessageInfo, RecipientInfo, RecipientState, StateCounts, Stats,
 };
 pub use inspect::{Inspector, BUSY_TIMEOUT};
-pub use message::{ClaimLimit, Claimed, Finished, NewMessage, Outcome, PendingRecipient, State};
+pub use message::{
+    ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
+};
 pub use sqlite::SqliteQueue;
 
 use std::future::Future;
@@ -69,8 +83,29 @@ use tokio::sync::Notify;
 /// implementation; a shared store for several replicas can sit behind the
 /// same interface later.
 pub trait Queue: Clone + Send + Sync + 'static {
-    /// Durably stores a new message; returns only after it is committed.
+    /// Durably stores a new message, with the body chunks appended for it;
+    /// returns only after it is committed.
     fn enqueue(&self, message: NewMessage) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Stores chunk `seq` (0, 1, ...) of the body of message `id`, which
+    /// is not enqueued yet: bodies go to the store as they arrive, so no
+    /// process holds a whole large message. Not durable by itself (the
+    /// enqueue's commit makes it so); chunks of a message never enqueued
+    /// are dropped with [`Queue::discard`] or at the next start.
+    fn append(
+        &self,
+        id: &str,
+        seq: u32,
+        chunk: Vec<u8>,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Drops the chunks appended for a message that will not be enqueued
+    /// (the client left, the message was too big, the store failed).
+    fn discard(&self, id: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Chunk `seq` of a stored message's body (see [`Content`]).
+    fn chunk(&self, id: &str, seq: u32)
+        -> impl Future<Output = Result<Vec<u8>, QueueError>> + Send;
 
     /// Leases up to `limit` messages for `upstream` that are due now, oldest
     /// due first. Each comes with only its still-pending recipients.

@@ -17,8 +17,34 @@ pub struct NewMessage {
     pub stream: Option<String>,
     /// Size as received (what the client's limits apply to).
     pub size: u64,
-    /// Full message bytes, CRLF, not dot-stuffed.
-    pub data: Vec<u8>,
+    /// The message; its chunks, if any, were appended before with
+    /// [`crate::Queue::append`], and the enqueue commits them with it.
+    pub content: Content,
+}
+
+/// A message's bytes as stored (CRLF, not dot-stuffed), in three parts so
+/// that no part needs to hold a large message in memory: `head`, then
+/// `chunks` body chunks (numbered from 0, read one at a time with
+/// [`crate::Queue::chunk`]), then `tail`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Content {
+    /// The header block as relayed (small; routing and rewriting read it).
+    pub head: Vec<u8>,
+    /// How many chunks lie between head and tail.
+    pub chunks: u32,
+    /// The end of the message (all of a small message's body).
+    pub tail: Vec<u8>,
+}
+
+impl Content {
+    /// A message held whole in memory (tests, tools), stored as one tail.
+    pub fn whole(message: Vec<u8>) -> Content {
+        Content {
+            head: Vec::new(),
+            chunks: 0,
+            tail: message,
+        }
+    }
 }
 
 /// How much one claim may take: at most `messages` messages and, beyond the
@@ -58,7 +84,7 @@ pub struct Claimed {
     pub recipients: Vec<PendingRecipient>,
     pub upstream: String,
     pub stream: Option<String>,
-    pub data: Vec<u8>,
+    pub content: Content,
     /// Attempts made before this one.
     pub attempts: u32,
 }

@@ -9,6 +9,7 @@ use crate::QueueError;
 /// File name of the database inside `queue.path`.
 pub const DB_FILE: &str = "queue.sqlite3";
 
+/// The schema as of [`VERSION`], for a new database.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id              TEXT PRIMARY KEY,
@@ -22,7 +23,9 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER,
     lease_until     INTEGER,
-    last_error      TEXT
+    last_error      TEXT,
+    head            BLOB NOT NULL DEFAULT x'',
+    chunks          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (upstream, next_attempt_at);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -33,11 +36,36 @@ CREATE TABLE IF NOT EXISTS recipients (
     reply      TEXT,
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS chunks (
+    message_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (message_id, seq)
+);
+PRAGMA user_version = 2;
 ";
 
+/// From version 1 (whole messages in `messages.data`): bodies may now come
+/// in chunks. Old rows read as they are (empty head, no chunks, the whole
+/// message as the tail), so nothing is rewritten.
+const V1_TO_V2: &str = "
+ALTER TABLE messages ADD COLUMN head BLOB NOT NULL DEFAULT x'';
+ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS chunks (
+    message_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (message_id, seq)
+);
+PRAGMA user_version = 2;
+";
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 2;
+
 /// Opens (creating if needed) the queue database in `folder`, in WAL mode
-/// with `synchronous=FULL` so every commit is fsynced.
+/// with `synchronous=FULL` so every commit is fsynced, and brings its
+/// schema to [`VERSION`].
 pub fn open(folder: &Path) -> Result<Connection, QueueError> {
     std::fs::create_dir_all(folder).map_err(|source| QueueError::Folder {
         path: folder.to_path_buf(),
@@ -47,6 +75,19 @@ pub fn open(folder: &Path) -> Result<Connection, QueueError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+/// Brings the schema to [`VERSION`] (creating it in an empty database), in
+/// one transaction; a newer schema is an error.
+pub fn migrate(conn: &Connection) -> Result<(), QueueError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version {
+        0 => conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?,
+        1 => conn.execute_batch(&format!("BEGIN IMMEDIATE; {V1_TO_V2} COMMIT;"))?,
+        VERSION => {}
+        newer => return Err(QueueError::NewerSchema(newer)),
+    }
+    Ok(())
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    ClaimLimit, Claimed, Finished, NewMessage, Outcome, PendingRecipient, QueueError, RetryPolicy,
+    ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, QueueError,
+    RetryPolicy,
 };
 
 /// Unix milliseconds, the time unit on disk.
@@ -23,11 +24,33 @@ pub fn from_millis(ms: i64) -> SystemTime {
 
 pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
     let received = millis(m.received_at);
+    let content = &m.content;
+    if content.chunks > 0 {
+        let stored: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM chunks WHERE message_id = ?1")?
+            .query_row(params![m.id], |r| r.get(0))?;
+        if stored != i64::from(content.chunks) {
+            return Err(QueueError::MissingChunk(
+                m.id.clone(),
+                u32::try_from(stored).unwrap_or(u32::MAX),
+            ));
+        }
+    }
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, data, state, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?2)",
+        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?2)",
     )?
-    .execute(params![m.id, received, m.sender, m.upstream, m.stream, m.size as i64, m.data])?;
+    .execute(params![
+        m.id,
+        received,
+        m.sender,
+        m.upstream,
+        m.stream,
+        m.size as i64,
+        content.head,
+        content.chunks,
+        content.tail
+    ])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO recipients (message_id, idx, address, state) VALUES (?1, ?2, ?3, 'pending')",
     )?;
@@ -47,7 +70,7 @@ pub fn claim(
     let now_ms = millis(now);
     let due: Vec<(String, i64)> = conn
         .prepare_cached(
-            "SELECT id, size FROM messages
+            "SELECT id, length(head) + length(data) FROM messages
              WHERE upstream = ?1 AND state != 'failed' AND next_attempt_at <= ?2
                AND (lease_until IS NULL OR lease_until <= ?2)
              ORDER BY next_attempt_at LIMIT ?3",
@@ -56,7 +79,9 @@ pub fn claim(
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<Result<_, _>>()?;
-    // The first due message always; more only while they fit `batch.bytes`.
+    // The first due message always; more only while what they hold in
+    // memory (head and tail; chunks are read as they are sent) fits
+    // `batch.bytes`.
     let mut bytes = 0u64;
     let ids: Vec<String> = due
         .into_iter()
@@ -80,7 +105,7 @@ pub fn claim(
 fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
     let mut claimed = conn
         .prepare_cached(
-            "SELECT received_at, sender, upstream, stream, data, attempts FROM messages WHERE id = ?1",
+            "SELECT received_at, sender, upstream, stream, head, chunks, data, attempts FROM messages WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
             Ok(Claimed {
@@ -90,8 +115,12 @@ fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
                 recipients: Vec::new(),
                 upstream: r.get(2)?,
                 stream: r.get(3)?,
-                data: r.get(4)?,
-                attempts: r.get(5)?,
+                content: Content {
+                    head: r.get(4)?,
+                    chunks: r.get(5)?,
+                    tail: r.get(6)?,
+                },
+                attempts: r.get(7)?,
             })
         })?;
     claimed.recipients = conn
@@ -201,6 +230,7 @@ fn count(conn: &Connection, id: &str, state: &str) -> Result<i64, QueueError> {
 pub fn delete(conn: &Connection, id: &str) -> Result<(), QueueError> {
     conn.prepare_cached("DELETE FROM recipients WHERE message_id = ?1")?
         .execute(params![id])?;
+    discard(conn, id)?;
     conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
         .execute(params![id])?;
     Ok(())
@@ -210,6 +240,40 @@ pub fn release(conn: &Connection, id: &str) -> Result<(), QueueError> {
     conn.prepare_cached("UPDATE messages SET lease_until = NULL WHERE id = ?1")?
         .execute(params![id])?;
     Ok(())
+}
+
+/// Stores chunk `seq` of message `id`'s body, ahead of its enqueue.
+pub fn append(conn: &Connection, id: &str, seq: u32, data: &[u8]) -> Result<(), QueueError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO chunks (message_id, seq, data) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![id, seq, data])?;
+    Ok(())
+}
+
+/// Drops message `id`'s body chunks.
+pub fn discard(conn: &Connection, id: &str) -> Result<(), QueueError> {
+    conn.prepare_cached("DELETE FROM chunks WHERE message_id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
+/// Chunk `seq` of message `id`'s body.
+pub fn chunk(conn: &Connection, id: &str, seq: u32) -> Result<Vec<u8>, QueueError> {
+    conn.prepare_cached("SELECT data FROM chunks WHERE message_id = ?1 AND seq = ?2")?
+        .query_row(params![id, seq], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| QueueError::MissingChunk(id.to_string(), seq))
+}
+
+/// Drops chunks no message owns: bodies of sessions that never finished
+/// (the client left, or the process stopped mid-DATA). Called once at
+/// start, when no session can be writing one.
+pub fn drop_orphan_chunks(conn: &Connection) -> Result<usize, QueueError> {
+    Ok(conn.execute(
+        "DELETE FROM chunks WHERE message_id NOT IN (SELECT id FROM messages)",
+        [],
+    )?)
 }
 
 /// Clears every lease: called once at start, when no worker can hold one.
@@ -249,8 +313,8 @@ pub fn ping(conn: &Connection) -> Result<(), QueueError> {
 type RouteRow = (String, String, Vec<u8>, String, Option<String>);
 
 /// Routes every waiting, unleased message again; returns how many changed.
-/// Only the first 64 KiB of each message is read: routing looks at the
-/// header block alone.
+/// Only the head (or, for a message stored whole, its first 64 KiB) is
+/// read: routing looks at the header block alone.
 pub fn reroute(
     conn: &Connection,
     route: &crate::writer::RouteFn,
@@ -259,7 +323,9 @@ pub fn reroute(
     let now_ms = millis(now);
     let rows: Vec<RouteRow> = conn
         .prepare(
-            "SELECT id, sender, substr(data, 1, 65536), upstream, stream FROM messages
+            "SELECT id, sender,
+                    CASE WHEN length(head) > 0 THEN head ELSE substr(data, 1, 65536) END,
+                    upstream, stream FROM messages
              WHERE state != 'failed' AND (lease_until IS NULL OR lease_until <= ?1)",
         )?
         .query_map(params![now_ms], |r| {

@@ -1,9 +1,9 @@
 //! [`SqliteQueue`]: the handle sessions and delivery workers share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{oneshot, Notify};
@@ -22,6 +22,43 @@ pub struct SqliteQueue {
     /// Whether the writer's last commit succeeded (false after e.g. a full
     /// disk, until a commit works again).
     healthy: Arc<AtomicBool>,
+    /// Read-only connections for body chunks, so reading a large message
+    /// for delivery never waits behind (or holds up) the writer.
+    readers: Arc<Readers>,
+}
+
+/// A small pool of read connections, used on blocking threads.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl Readers {
+    /// Runs `read` on a pooled connection (opening one if none is idle).
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                conn
+            }
+        };
+        let result = read(&conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
+    }
 }
 
 impl SqliteQueue {
@@ -34,6 +71,13 @@ impl SqliteQueue {
             tracing::info!(
                 messages = cleared,
                 "Resuming deliveries interrupted by the last stop."
+            );
+        }
+        let orphans = sql::drop_orphan_chunks(&conn)?;
+        if orphans > 0 {
+            tracing::info!(
+                chunks = orphans,
+                "Dropped the body chunks of messages still being received at the last stop (none was acknowledged)."
             );
         }
         let (ops, rx) = mpsc::channel();
@@ -52,6 +96,10 @@ impl SqliteQueue {
             ops,
             arrivals,
             healthy,
+            readers: Arc::new(Readers {
+                path: folder.join(schema::DB_FILE),
+                idle: Mutex::new(Vec::new()),
+            }),
         })
     }
 
@@ -96,6 +144,29 @@ impl SqliteQueue {
 impl Queue for SqliteQueue {
     async fn enqueue(&self, message: NewMessage) -> Result<(), QueueError> {
         self.ask(|r| Op::Enqueue(message, r)).await
+    }
+
+    async fn append(&self, id: &str, seq: u32, chunk: Vec<u8>) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.ask(|reply| Op::Append {
+            id,
+            seq,
+            data: chunk,
+            reply,
+        })
+        .await
+    }
+
+    async fn discard(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.ask(|r| Op::Discard(id, r)).await
+    }
+
+    async fn chunk(&self, id: &str, seq: u32) -> Result<Vec<u8>, QueueError> {
+        let (readers, id) = (self.readers.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || readers.with(|conn| sql::chunk(conn, &id, seq)))
+            .await
+            .map_err(|e| QueueError::Read(e.to_string()))?
     }
 
     async fn claim(

@@ -25,6 +25,15 @@ type Reply<T> = oneshot::Sender<Result<T, QueueError>>;
 /// A request to the writer thread.
 pub(crate) enum Op {
     Enqueue(NewMessage, Reply<()>),
+    /// A body chunk ahead of its message's enqueue.
+    Append {
+        id: String,
+        seq: u32,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    },
+    /// Drops the chunks of a message that will not be enqueued.
+    Discard(String, Reply<()>),
     Claim {
         upstream: String,
         batch: ClaimLimit,
@@ -62,6 +71,8 @@ pub(crate) fn run(
     arrivals: Arc<Notify>,
     healthy: Arc<AtomicBool>,
 ) {
+    // The connection starts with FULL (see `schema::open`).
+    let mut synchronous = "FULL";
     while let Ok(first) = ops.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -71,9 +82,28 @@ pub(crate) fn run(
             }
         }
         let added = batch.iter().any(|op| matches!(op, Op::Enqueue(..)));
+        // Chunks need no fsync of their own: nothing is acknowledged until
+        // the enqueue that owns them commits, and that commit's fsync
+        // covers the whole write-ahead log, chunks included.
+        let sync = if batch
+            .iter()
+            .all(|op| matches!(op, Op::Append { .. } | Op::Discard(..)))
+        {
+            "NORMAL"
+        } else {
+            "FULL"
+        };
+        if sync != synchronous {
+            match conn.pragma_update(None, "synchronous", sync) {
+                Ok(()) => synchronous = sync,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot change the queue's synchronous mode.")
+                }
+            }
+        }
         let writes_data = batch
             .iter()
-            .any(|op| matches!(op, Op::Enqueue(..) | Op::Finish { .. }));
+            .any(|op| matches!(op, Op::Enqueue(..) | Op::Append { .. } | Op::Finish { .. }));
         // A policy change applies to this batch and every later one.
         for op in &batch {
             if let Op::SetPolicy(new, _) = op {
@@ -116,6 +146,13 @@ fn commit_batch(
     for op in batch {
         answers.push(match op {
             Op::Enqueue(m, reply) => apply(&mut tx, reply, |c| sql::enqueue(c, &m)),
+            Op::Append {
+                id,
+                seq,
+                data,
+                reply,
+            } => apply(&mut tx, reply, |c| sql::append(c, &id, seq, &data)),
+            Op::Discard(id, reply) => apply(&mut tx, reply, |c| sql::discard(c, &id)),
             Op::Claim {
                 upstream,
                 batch,
@@ -178,7 +215,8 @@ fn reject(op: Op, message: &str) -> Answer {
         })
     }
     match op {
-        Op::Enqueue(_, r) | Op::Release(_, r) => fail(r, message),
+        Op::Enqueue(_, r) | Op::Release(_, r) | Op::Discard(_, r) => fail(r, message),
+        Op::Append { reply, .. } => fail(reply, message),
         Op::Claim { reply, .. } => fail(reply, message),
         Op::Finish { reply, .. } => fail(reply, message),
         Op::NextDue(_, r) => fail(r, message),

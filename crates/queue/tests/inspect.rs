@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use relay_queue::{
-    Deleted, Finished, Inspector, NewMessage, Outcome, Queue, RecipientState, RetryPolicy,
+    Content, Deleted, Finished, Inspector, NewMessage, Outcome, Queue, RecipientState, RetryPolicy,
     SqliteQueue, State,
 };
 use serde_json::Value;
@@ -30,7 +30,7 @@ fn message(id: &str, upstream: &str, rcpts: &[&str]) -> NewMessage {
         upstream: upstream.into(),
         stream: (upstream == "broadcast").then(|| "newsletter".to_string()),
         size: 21,
-        data: b"Subject: x\r\n\r\nhello\r\n".to_vec(),
+        content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
     }
 }
 
@@ -181,7 +181,7 @@ async fn retry_of_a_failed_message_makes_it_claimable_with_its_failed_recipients
 
     assert!(inspector.retry("F").unwrap());
     assert!(!inspector.retry("nope").unwrap());
-    let (info, _) = inspector.show("F").unwrap().unwrap();
+    let info = inspector.show("F").unwrap().unwrap();
     assert_eq!(info.state, State::Deferred);
     assert_eq!(info.recipients[1].state, RecipientState::Pending);
     assert_eq!(
@@ -228,7 +228,7 @@ async fn retry_all_makes_everything_due_and_keeps_a_lease() {
         .await
         .unwrap()
         .is_empty());
-    let d = inspector.show("D").unwrap().unwrap().0;
+    let d = inspector.show("D").unwrap().unwrap();
     assert!(d.leased_until.unwrap() > SystemTime::now());
 }
 
@@ -262,11 +262,14 @@ async fn show_returns_the_stored_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let _q = three_states(dir.path()).await;
     let inspector = Inspector::open(dir.path()).unwrap();
-    let (info, data) = inspector.show("Q").unwrap().unwrap();
+    let info = inspector.show("Q").unwrap().unwrap();
     assert_eq!(info.id, "Q");
     assert_eq!(info.recipients.len(), 1);
-    assert_eq!(data, b"Subject: x\r\n\r\nhello\r\n");
+    let mut raw = Vec::new();
+    assert!(inspector.write_raw("Q", &mut raw).unwrap());
+    assert_eq!(raw, b"Subject: x\r\n\r\nhello\r\n");
     assert!(inspector.show("nope").unwrap().is_none());
+    assert!(!inspector.write_raw("nope", &mut raw).unwrap());
 }
 
 #[tokio::test]
