@@ -34,16 +34,40 @@ const HANG: Duration = Duration::from_secs(30);
 struct MemStore {
     limit: u64,
     stored: Mutex<Vec<ReceivedMessage>>,
+    /// Body chunks of the message being received.
+    chunks: Mutex<Vec<u8>>,
 }
 
 impl Store for MemStore {
     type Error = std::io::Error;
 
+    fn append(
+        &self,
+        _: &str,
+        _: u32,
+        chunk: Vec<u8>,
+    ) -> impl Future<Output = Result<(), std::io::Error>> + Send {
+        self.chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(&chunk);
+        std::future::ready(Ok(()))
+    }
+
+    fn discard(&self, _: &str) -> impl Future<Output = ()> + Send {
+        self.chunks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        std::future::ready(())
+    }
+
     fn store(
         &self,
         message: ReceivedMessage,
     ) -> impl Future<Output = Result<(), std::io::Error>> + Send {
-        check_message(&message, self.limit);
+        let chunks = std::mem::take(&mut *self.chunks.lock().unwrap_or_else(PoisonError::into_inner));
+        check_message(&message, &chunks, self.limit);
         self.stored
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -52,7 +76,7 @@ impl Store for MemStore {
     }
 }
 
-fn check_message(m: &ReceivedMessage, limit: u64) {
+fn check_message(m: &ReceivedMessage, chunks: &[u8], limit: u64) {
     assert!(
         m.size <= limit,
         "stored {} bytes over a {limit} limit",
@@ -65,9 +89,10 @@ fn check_message(m: &ReceivedMessage, limit: u64) {
             "control byte in envelope address {address:?}"
         );
     }
-    assert_crlf_only(&m.data, "stored message");
+    let data = [m.head.as_slice(), chunks, m.tail.as_slice()].concat();
+    assert_crlf_only(&data, "stored message");
     assert!(
-        m.data.ends_with(b"\r\n"),
+        data.ends_with(b"\r\n"),
         "stored message without a final CRLF"
     );
 }
@@ -120,6 +145,7 @@ fuzz_target!(|data: &[u8]| {
     let store = Arc::new(MemStore {
         limit,
         stored: Mutex::new(Vec::new()),
+        chunks: Mutex::new(Vec::new()),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

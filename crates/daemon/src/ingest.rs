@@ -59,17 +59,27 @@ impl<Q> Ingest<Q> {
 impl<Q: Queue> Store for Ingest<Q> {
     type Error = QueueError;
 
+    async fn append(&self, id: &str, seq: u32, chunk: Vec<u8>) -> Result<(), QueueError> {
+        self.queue.append(id, seq, chunk).await
+    }
+
+    async fn discard(&self, id: &str) {
+        if let Err(e) = self.queue.discard(id).await {
+            tracing::warn!(queue_id = %id, error = %e, "Could not drop the body of a message not stored; it goes at the next start.");
+        }
+    }
+
     async fn store(&self, mut m: ReceivedMessage) -> Result<(), QueueError> {
         let rules = self.rules();
         // Route on the original sender and headers, then rewrite: rules are
         // written against what the app sends, not against the one verified
         // sender every rewritten message ends up with.
-        let route = rules.router.route(&m.sender, &m.data);
+        let route = rules.router.route(&m.sender, &m.head);
         let (id, client, size, rcpt_count) = (m.id.clone(), m.client, m.size, m.recipients.len());
         if let Some(rewritten) = rules
             .rewrite
             .as_ref()
-            .and_then(|r| r.apply(&m.sender, &m.data))
+            .and_then(|r| r.apply(&m.sender, &m.head))
         {
             tracing::info!(
                 queue_id = %id,
@@ -79,7 +89,7 @@ impl<Q: Queue> Store for Ingest<Q> {
                 "Sender rewritten."
             );
             m.sender = rewritten.sender;
-            m.data = rewritten.message;
+            m.head = rewritten.message;
         }
         let sender = m.sender.clone();
         self.queue
@@ -91,7 +101,11 @@ impl<Q: Queue> Store for Ingest<Q> {
                 upstream: route.upstream.clone(),
                 stream: route.stream.clone(),
                 size: m.size,
-                content: Content::whole(m.data),
+                content: Content {
+                    head: m.head,
+                    chunks: m.chunks,
+                    tail: m.tail,
+                },
             })
             .await?;
         self.received.inc();

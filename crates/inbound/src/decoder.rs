@@ -10,7 +10,13 @@
 //! - Dot-unstuffing (RFC 5321 §4.5.2): a line that starts with `.` and has
 //!   more characters loses the first `.`.
 //! - Past `limit` bytes the decoder stops keeping data but still finds the
-//!   end, so memory stays flat and the session can answer `552`.
+//!   end, so the session can answer `552`.
+//!
+//! It keeps no line and no message: decoded bytes collect in an output
+//! buffer that the session takes after every read ([`Decoder::take_output`])
+//! and sends on to the store, so memory does not grow with a line's or a
+//! message's length. Only a line's leading `.` is held back until the next
+//! byte says whether it ends the message, is unstuffed, or stays.
 
 /// Streaming decoder for one DATA (or, with `dots: false`, BDAT) body.
 #[derive(Debug)]
@@ -18,11 +24,14 @@ pub struct Decoder {
     /// Whether `.` lines are special (DATA) or not (BDAT).
     dots: bool,
     limit: u64,
+    /// Decoded bytes not yet taken.
     out: Vec<u8>,
-    /// The line being read, without its line ending. Past the limit only
-    /// its first two bytes are kept (enough to recognise the `.` line).
-    line: Vec<u8>,
+    /// Bytes decoded so far (the size the limit applies to).
+    size: u64,
+    /// Length of the line being read, without its line ending.
     line_len: u64,
+    /// The line so far is a single `.`, not yet written.
+    held_dot: bool,
     /// The previous line ended in CRLF (true at the start: DATA's own CRLF).
     prev_crlf: bool,
     /// The current line started after a bare CR, not a real line start.
@@ -59,8 +68,9 @@ impl Decoder {
             dots,
             limit,
             out: Vec::new(),
-            line: Vec::new(),
+            size: 0,
             line_len: 0,
+            held_dot: false,
             prev_crlf: true,
             after_bare_cr: false,
             pending_cr: false,
@@ -108,58 +118,70 @@ impl Decoder {
         self.oversize
     }
 
-    /// The decoded message (CRLF lines), empty if oversize.
+    /// Bytes decoded so far (dot-unstuffed, CRLF): what the size limit
+    /// counts.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Takes the bytes decoded since the last take (CRLF lines; nothing
+    /// once oversize).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Everything decoded and not yet taken: for callers that hold a small
+    /// message whole (tests, tools).
     pub fn into_message(self) -> Vec<u8> {
         self.out
     }
 
     fn push(&mut self, b: u8) {
         self.line_len += 1;
-        if !self.oversize {
-            // A memory guard only: `end_line` makes the exact check, after
-            // unstuffing, and a terminating `.` line must not trip it.
-            if self.out.len() as u64 + self.line_len > self.limit.saturating_add(2) {
-                self.drop_data();
-            } else {
-                self.line.push(b);
-                return;
+        if self.line_len == 1 && b == b'.' {
+            self.held_dot = true;
+            return;
+        }
+        if self.held_dot {
+            self.held_dot = false;
+            // RFC 5321 §4.5.2: a line that starts with `.` and has more
+            // characters loses the first `.`.
+            let unstuff = self.dots && !self.after_bare_cr;
+            if !unstuff {
+                self.emit(b'.');
             }
         }
-        if self.line.len() < 2 {
-            self.line.push(b);
-        }
-    }
-
-    fn drop_data(&mut self) {
-        self.oversize = true;
-        self.out = Vec::new();
-        self.line.truncate(2);
-        self.line.shrink_to(2);
+        self.emit(b);
     }
 
     fn end_line(&mut self, crlf: bool) {
-        let is_dot_line = self.line_len == 1 && self.line.first() == Some(&b'.');
-        if self.dots && crlf && self.prev_crlf && is_dot_line && !self.after_bare_cr {
+        let dot_line = self.held_dot && self.line_len == 1;
+        if self.dots && crlf && self.prev_crlf && dot_line && !self.after_bare_cr {
             self.done = true;
             return;
         }
-        let unstuff = self.dots
-            && !self.after_bare_cr
-            && self.line_len > 1
-            && self.line.first() == Some(&b'.');
-        let kept = self.line_len - u64::from(unstuff);
-        if !self.oversize && self.out.len() as u64 + kept + 2 > self.limit {
-            self.drop_data();
+        if self.held_dot {
+            self.held_dot = false;
+            self.emit(b'.');
         }
-        if !self.oversize {
-            let start = usize::from(unstuff);
-            self.out.extend_from_slice(&self.line[start..]);
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.line.clear();
+        self.emit(b'\r');
+        self.emit(b'\n');
         self.line_len = 0;
         self.prev_crlf = crlf;
         self.after_bare_cr = false;
+    }
+
+    fn emit(&mut self, b: u8) {
+        if self.oversize {
+            return;
+        }
+        if self.size >= self.limit {
+            self.oversize = true;
+            self.out = Vec::new();
+            return;
+        }
+        self.size += 1;
+        self.out.push(b);
     }
 }
 
@@ -246,9 +268,9 @@ mod tests {
         let mut d = Decoder::data(10);
         assert_eq!(d.feed(&[b'x'; 1000]), Progress::More);
         assert!(
-            d.line.len() <= 2,
+            d.out.capacity() <= 16,
             "kept {} bytes of an oversize line",
-            d.line.len()
+            d.out.capacity()
         );
         assert!(matches!(d.feed(b"\r\nmore\r\n.\r\n"), Progress::Done(_)));
         assert!(d.oversize());
@@ -263,6 +285,26 @@ mod tests {
         let mut d = Decoder::data(7);
         assert!(matches!(d.feed(b"123456\r\n.\r\n"), Progress::Done(_)));
         assert!(d.oversize());
+    }
+
+    /// A line longer than any buffer streams out: taking the output as it
+    /// goes keeps memory flat, and the pieces add up to the message.
+    #[test]
+    fn a_long_line_streams_out_in_pieces() {
+        let mut d = Decoder::data(1 << 22);
+        let mut taken = Vec::new();
+        let mut largest = 0;
+        for _ in 0..256 {
+            assert_eq!(d.feed(&[b'y'; 8192]), Progress::More);
+            let piece = d.take_output();
+            largest = largest.max(piece.len());
+            taken.extend_from_slice(&piece);
+        }
+        assert!(matches!(d.feed(b"\r\n.\r\n"), Progress::Done(_)));
+        taken.extend_from_slice(&d.take_output());
+        assert_eq!(largest, 8192);
+        assert_eq!(taken.len(), 256 * 8192 + 2);
+        assert_eq!(d.size(), taken.len() as u64);
     }
 
     #[test]

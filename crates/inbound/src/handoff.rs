@@ -1,10 +1,13 @@
 //! The one thing inbound knows about what happens next: a place that
-//! durably stores a received message.
+//! durably stores a received message, taking a large body in chunks while
+//! it still arrives.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// A message as received, with the relay's trace headers added.
+/// A message as received, with the relay's trace headers added. Its bytes
+/// are `head`, then the `chunks` chunks already given to
+/// [`Store::append`], then `tail`.
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
     /// The queue id, already in the `Received:` header and our `250`.
@@ -16,18 +19,37 @@ pub struct ReceivedMessage {
     /// Size as received (dot-unstuffed, before our headers): what the
     /// size limit applies to.
     pub size: u64,
-    /// The full message, CRLF line endings, our headers first.
-    pub data: Vec<u8>,
+    /// Our headers, then the client's header block (at most
+    /// [`crate::HEAD_LIMIT`] of it; the rest travels as body), CRLF.
+    pub head: Vec<u8>,
+    /// How many chunks were appended before this.
+    pub chunks: u32,
+    /// The rest of the message after the chunks (all of a small body).
+    pub tail: Vec<u8>,
 }
 
-/// Stores a received message durably. `Ok` must mean committed to disk:
-/// the session answers `250` only after it.
+/// Stores received messages durably. `Ok` from [`Store::store`] must mean
+/// committed to disk: the session answers `250` only after it.
 pub trait Store: Send + Sync + 'static {
     /// Why a store did not happen; the session logs it and answers
     /// `452 4.3.1`.
     type Error: std::error::Error + Send;
 
-    /// Stores the message; returns once it is durable.
+    /// Takes chunk `seq` (0, 1, ...) of message `id`'s body while the
+    /// client is still sending it, so no session holds a large message.
+    fn append(
+        &self,
+        id: &str,
+        seq: u32,
+        chunk: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Forgets what was appended for message `id`: it will not be stored
+    /// (the client left, it was too big, storing failed).
+    fn discard(&self, id: &str) -> impl Future<Output = ()> + Send;
+
+    /// Stores the message with its appended chunks; returns once it is
+    /// durable.
     fn store(
         &self,
         message: ReceivedMessage,

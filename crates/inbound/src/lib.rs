@@ -16,6 +16,7 @@ mod listener;
 mod queue_id;
 pub mod reply;
 mod session;
+mod spool;
 mod trace;
 
 pub use date::rfc5322;
@@ -23,3 +24,4 @@ pub use decoder::{Decoder, Progress};
 pub use handoff::{ReceivedMessage, Store};
 pub use listener::{bind, serve, BindError};
 pub use session::{Session, MAX_LINE};
+pub use spool::{CHUNK, HEAD_LIMIT};

@@ -7,7 +7,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{Flow, Session, State, Transaction};
 use crate::decoder::Decoder;
 use crate::handoff::Store;
+use crate::queue_id::new_queue_id;
 use crate::reply;
+use crate::spool::Incoming;
 
 impl<S, T> Session<S, T>
 where
@@ -23,6 +25,12 @@ where
                 return Flow::Continue;
             }
         };
+        if matches!(
+            request,
+            Request::Rset | Request::Ehlo { .. } | Request::Helo { .. }
+        ) {
+            self.abandon_transaction().await;
+        }
         match request {
             Request::Ehlo { host } => self.hello(&host, "ESMTP"),
             Request::Helo { host } => self.hello(&host, "SMTP"),
@@ -123,7 +131,8 @@ where
             Some(tx) if tx.recipients.is_empty() => self.reply(reply::RCPT_FIRST),
             Some(tx) if tx.chunks.is_some() => self.reply(reply::NESTED_MAIL),
             Some(_) => {
-                self.state = State::Data(Decoder::data(self.settings().max_message_size));
+                let decoder = Decoder::data(self.settings().max_message_size);
+                self.state = State::Data(Incoming::new(new_queue_id(), decoder));
                 self.reply(reply::START_DATA);
             }
         }
@@ -135,7 +144,7 @@ where
         let limit = self.settings().max_message_size;
         if let Some(tx) = self.tx.as_mut() {
             if !tx.recipients.is_empty() && tx.chunks.is_none() {
-                tx.chunks = Some(Decoder::bdat(limit));
+                tx.chunks = Some(Incoming::new(new_queue_id(), Decoder::bdat(limit)));
             }
         }
         self.state = State::Bdat {

@@ -6,10 +6,9 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Session;
-use crate::decoder::Decoder;
 use crate::handoff::{ReceivedMessage, Store};
-use crate::queue_id::new_queue_id;
 use crate::reply;
+use crate::spool::Incoming;
 use crate::trace::{add_headers, Trace};
 
 impl<S, T> Session<S, T>
@@ -18,8 +17,8 @@ where
     T: Store,
 {
     /// The DATA terminator arrived.
-    pub(crate) async fn end_of_data(&mut self, decoder: Decoder) {
-        self.complete(decoder).await;
+    pub(crate) async fn end_of_data(&mut self, incoming: Incoming) {
+        self.complete(incoming).await;
     }
 
     /// A BDAT chunk has been read in full.
@@ -27,36 +26,45 @@ where
         let Some(tx) = self.tx.as_mut() else {
             return self.reply(reply::MAIL_FIRST);
         };
-        let Some(decoder) = tx.chunks.as_mut() else {
+        let Some(incoming) = tx.chunks.as_mut() else {
             return self.reply(reply::RCPT_FIRST);
         };
-        if decoder.oversize() {
-            self.tx = None;
+        if incoming.decoder.oversize() {
+            self.abandon_transaction().await;
             return self.reply(reply::MESSAGE_TOO_BIG);
         }
         if !last {
             return self.reply(reply::CHUNK_OK);
         }
-        decoder.finish_chunks();
-        if let Some(decoder) = self.tx.as_mut().and_then(|tx| tx.chunks.take()) {
-            self.complete(decoder).await;
+        incoming.decoder.finish_chunks();
+        if let Some(incoming) = self.tx.as_mut().and_then(|tx| tx.chunks.take()) {
+            self.complete(incoming).await;
         }
     }
 
-    async fn complete(&mut self, decoder: Decoder) {
+    async fn complete(&mut self, mut incoming: Incoming) {
         let Some(tx) = self.tx.take() else {
+            self.discard(incoming).await;
             return self.reply(reply::MAIL_FIRST);
         };
-        if decoder.oversize() {
+        // What the decoder still holds (a BDAT body's last line).
+        incoming.spool(&*self.store).await;
+        if incoming.decoder.oversize() {
             tracing::info!(client = %self.client(), sender = %tx.sender, "Message refused: over max_message_size.");
+            self.discard(incoming).await;
             return self.reply(reply::MESSAGE_TOO_BIG);
         }
-        let body = decoder.into_message();
-        let size = body.len() as u64;
-        let id = new_queue_id();
+        if let Some(e) = incoming.failed() {
+            tracing::error!(client = %self.client(), error = %e, "Could not store a message; answered 452 4.3.1.");
+            self.discard(incoming).await;
+            return self.reply(reply::STORE_FAILED);
+        }
+        let size = incoming.decoder.size();
+        let id = incoming.id.clone();
+        let received = incoming.finish();
         let (helo, protocol) = self.helo.clone().unwrap_or_default();
-        let data = add_headers(
-            body,
+        let head = add_headers(
+            received.head,
             &Trace {
                 id: &id,
                 helo: &helo,
@@ -74,8 +82,11 @@ where
             sender: tx.sender,
             recipients: tx.recipients,
             size,
-            data,
+            head,
+            chunks: received.chunks,
+            tail: received.tail,
         };
+        let chunks = message.chunks;
         match self.store().store(message).await {
             Ok(()) => {
                 tracing::debug!(queue_id = %id, size, rcpt_count, "Message committed.");
@@ -83,6 +94,9 @@ where
             }
             Err(e) => {
                 tracing::error!(client = %self.client(), error = %e, "Could not store a message; answered 452 4.3.1.");
+                if chunks > 0 {
+                    self.store().discard(&id).await;
+                }
                 self.reply(reply::STORE_FAILED);
             }
         }

@@ -17,9 +17,9 @@ use relay_config::Server;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::decoder::Decoder;
 use crate::handoff::Store;
 use crate::reply;
+use crate::spool::Incoming;
 
 /// Longest command line we accept, as RFC 5321 §4.5.3.1.4 and smtp-proto.
 pub const MAX_LINE: usize = 4096;
@@ -38,7 +38,7 @@ pub(crate) enum State {
     /// Discarding the rest of an over-long command line.
     SkipLine,
     /// Reading a DATA body.
-    Data(Decoder),
+    Data(Incoming),
     /// Reading `remaining` bytes of a BDAT chunk.
     Bdat { remaining: usize, last: bool },
     /// In an AUTH exchange (only with `accept_auth`).
@@ -50,7 +50,7 @@ pub(crate) struct Transaction {
     pub sender: String,
     pub recipients: Vec<String>,
     /// The body collected from BDAT chunks so far.
-    pub chunks: Option<Decoder>,
+    pub chunks: Option<Incoming>,
 }
 
 /// One SMTP session. Generic over the stream so tests can drive it over
@@ -100,6 +100,31 @@ where
     /// Runs the conversation until QUIT, disconnect, timeout or shutdown.
     /// `Err` is an I/O error on the connection.
     pub async fn run(mut self) -> std::io::Result<()> {
+        let result = self.converse().await;
+        // A message cut off mid-body (the client left, a timeout, an I/O
+        // error) will not be stored: its chunks go now.
+        if let State::Data(incoming) = std::mem::replace(&mut self.state, State::Command) {
+            self.discard(incoming).await;
+        }
+        self.abandon_transaction().await;
+        result
+    }
+
+    /// Drops the transaction in progress, with any body chunks it stored.
+    pub(crate) async fn abandon_transaction(&mut self) {
+        if let Some(incoming) = self.tx.take().and_then(|tx| tx.chunks) {
+            self.discard(incoming).await;
+        }
+    }
+
+    /// Forgets a message that will not be stored.
+    pub(crate) async fn discard(&self, incoming: Incoming) {
+        if incoming.has_chunks() {
+            self.store.discard(&incoming.id).await;
+        }
+    }
+
+    async fn converse(&mut self) -> std::io::Result<()> {
         self.out
             .extend_from_slice(reply::greeting(&self.settings.hostname).as_bytes());
         let mut read_buf = vec![0u8; 16 * 1024];
@@ -167,26 +192,31 @@ where
                         return Ok(Flow::Continue);
                     }
                 },
-                State::Data(decoder) => match decoder.feed(&self.input) {
-                    crate::decoder::Progress::Done(used) => {
-                        self.input.drain(..used);
-                        let State::Data(decoder) =
-                            std::mem::replace(&mut self.state, State::Command)
-                        else {
-                            unreachable!("state checked above")
-                        };
-                        self.end_of_data(decoder).await;
+                State::Data(incoming) => {
+                    let progress = incoming.decoder.feed(&self.input);
+                    incoming.spool(&*self.store).await;
+                    match progress {
+                        crate::decoder::Progress::Done(used) => {
+                            self.input.drain(..used);
+                            let State::Data(incoming) =
+                                std::mem::replace(&mut self.state, State::Command)
+                            else {
+                                unreachable!("state checked above")
+                            };
+                            self.end_of_data(incoming).await;
+                        }
+                        crate::decoder::Progress::More => {
+                            self.input.clear();
+                            return Ok(Flow::Continue);
+                        }
                     }
-                    crate::decoder::Progress::More => {
-                        self.input.clear();
-                        return Ok(Flow::Continue);
-                    }
-                },
+                }
                 State::Bdat { remaining, last } => {
                     let take = (*remaining).min(self.input.len());
                     let (left, last) = (*remaining - take, *last);
-                    if let Some(decoder) = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()) {
-                        decoder.feed(&self.input[..take]);
+                    if let Some(incoming) = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()) {
+                        incoming.decoder.feed(&self.input[..take]);
+                        incoming.spool(&*self.store).await;
                     }
                     self.input.drain(..take);
                     if left > 0 {
