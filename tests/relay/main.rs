@@ -18,6 +18,7 @@ mod faults_stop;
 mod faults_upstream;
 mod harness;
 mod limits;
+mod memory;
 mod pooling;
 mod queue_cmd;
 mod relaying;

@@ -34,7 +34,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 /// Peak resident memory since the last [`reset_peak`].
-fn peak_rss(pid: u32) -> u64 {
+pub(crate) fn peak_rss(pid: u32) -> u64 {
     status_bytes(pid, "VmHWM:")
 }
 
@@ -43,7 +43,7 @@ fn reset_peak(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
 }
 
-const MB: u64 = 1024 * 1024;
+pub(crate) const MB: u64 = 1024 * 1024;
 
 /// Waits for `child` to exit (at most `limit`), killing it after that.
 fn wait_output(mut child: Child, limit: Duration) -> Output {
