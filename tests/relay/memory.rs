@@ -34,7 +34,7 @@ fn big_message(i: usize, size: usize) -> Vec<u8> {
             state ^= state << 17;
             out.push(b'!' + (state % 94) as u8);
         }
-        if state % 50 == 0 {
+        if state.is_multiple_of(50) {
             out[line_start] = b'.';
         }
         out.extend_from_slice(b"\r\n");
