@@ -381,7 +381,7 @@ fn defer_all(message: &Claimed, reason: &str) -> Vec<(i64, Outcome)> {
 /// route chose a stream the message does not already name.
 fn with_stream_header(message: &Claimed) -> Vec<u8> {
     match &message.stream {
-        Some(stream) if !relay_routing::headers::has(&message.data, "X-PM-Message-Stream") => {
+        Some(stream) if !relay_message::has(&message.data, "X-PM-Message-Stream") => {
             let mut out = format!("X-PM-Message-Stream: {stream}\r\n").into_bytes();
             out.extend_from_slice(&message.data);
             out
