@@ -9,7 +9,6 @@
 //! Must not know: routing, SQLite, or anything about Postmark.
 #![forbid(unsafe_code)]
 
-mod date;
 mod decoder;
 mod listener;
 mod queue_id;
@@ -18,7 +17,6 @@ mod session;
 mod store;
 mod trace;
 
-pub use date::rfc5322;
 pub use decoder::{Decoder, Progress};
 pub use listener::{bind, serve, BindError};
 pub use session::{Session, MAX_LINE};
