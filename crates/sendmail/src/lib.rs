@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use args::{ArgsError, Options, USAGE};
-use message::{from_value, read_message, to_crlf, Message};
+use message::{read_message, Message};
+use relay_message::{mailbox, to_crlf};
 pub use submit::dial_address;
 use submit::{submit, Envelope, SubmitError, Timeouts};
 
@@ -141,7 +142,7 @@ fn prepare(opts: &Options, raw: &[u8], local_user: &str) -> Option<Prepared> {
         } else {
             &sender
         };
-        message.prepend("From", &from_value(opts.full_name.as_deref(), address));
+        message.prepend("From", &mailbox(opts.full_name.as_deref(), address));
     }
     Some(Prepared {
         sender,
