@@ -15,8 +15,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use relay_config::{Rewrite, Routing, Rule};
-use relay_routing::{headers, Router, SenderRewrite};
+use relay_config::{Glob, Rewrite, Routing, Rule};
+use relay_message::{find, first_address, has, header_block};
+use relay_routing::{Router, SenderRewrite};
 
 const SENDER: &str = "noreply@example.com";
 const NAMES: [&str; 6] = [
@@ -68,8 +69,8 @@ fn router() -> Router {
     })
 }
 
-fn glob(pattern: &str) -> relay_config::Glob {
-    relay_config::Glob::new(pattern).expect("valid glob")
+fn glob(pattern: &str) -> Glob {
+    Glob::new(pattern).expect("valid glob")
 }
 
 fn rewrite() -> SenderRewrite {
@@ -109,30 +110,30 @@ fn verified(address: &str) -> bool {
 
 /// Must not panic, whatever the bytes.
 fn exercise(router: &Router, rewrite: &SenderRewrite, sender: &str, message: &[u8]) {
-    let block = headers::header_block(message);
+    let block = header_block(message);
     assert!(message.starts_with(block), "header block is not a prefix");
     for name in NAMES {
-        let found = headers::find(message, name);
-        assert_eq!(found.is_some(), headers::has(message, name), "{name}");
+        let found = find(message, name);
+        assert_eq!(found.is_some(), has(message, name), "{name}");
         if let Some(value) = found {
-            let _ = headers::address(&value);
+            let _ = first_address(&value);
         }
     }
-    let _ = headers::address(&String::from_utf8_lossy(message));
+    let _ = first_address(&String::from_utf8_lossy(message));
     let route = router.route(sender, message);
     assert_eq!(
         route,
         router.route(sender, message),
         "routing is not deterministic"
     );
-    if headers::find(message, "X-PM-Message-Stream").is_some_and(|s| !s.is_empty()) {
+    if find(message, "X-PM-Message-Stream").is_some_and(|s| !s.is_empty()) {
         assert_eq!(route.rule, None, "a stream header decides before the rules");
     }
     let _ = rewrite.apply(sender, message);
 }
 
 fn check_rewrite(rewrite: &SenderRewrite, sender: &str, message: &[u8]) {
-    let from = headers::find(message, "From").and_then(|v| headers::address(&v));
+    let from = find(message, "From").and_then(|v| first_address(&v));
     let Some(r) = rewrite.apply(sender, message) else {
         return;
     };
@@ -141,9 +142,9 @@ fn check_rewrite(rewrite: &SenderRewrite, sender: &str, message: &[u8]) {
         "a verified message was rewritten"
     );
     assert_eq!(r.sender, SENDER);
-    let body = &message[headers::header_block(message).len()..];
+    let body = &message[header_block(message).len()..];
     assert!(r.message.ends_with(body), "the body changed");
-    let new_from = headers::find(&r.message, "From").and_then(|v| headers::address(&v));
+    let new_from = find(&r.message, "From").and_then(|v| first_address(&v));
     assert_eq!(
         new_from.as_deref(),
         Some(SENDER),
@@ -151,8 +152,8 @@ fn check_rewrite(rewrite: &SenderRewrite, sender: &str, message: &[u8]) {
     );
     for name in ["Subject", "To", "X-PM-Message-Stream", "List-Unsubscribe"] {
         assert_eq!(
-            headers::find(&r.message, name),
-            headers::find(message, name),
+            find(&r.message, name),
+            find(message, name),
             "{name} changed"
         );
     }

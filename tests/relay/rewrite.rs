@@ -38,7 +38,7 @@ fn root_at_localhost_is_rewritten_and_delivered_with_the_original_kept() {
     assert_eq!(m.rcpt_to, ["ops@example.net"]);
     assert_eq!(
         header_values(&m.data, "From"),
-        ["\"Cron Daemon\" <noreply@example.com>"]
+        ["Cron Daemon <noreply@example.com>"]
     );
     assert_eq!(
         header_values(&m.data, "Reply-To"),

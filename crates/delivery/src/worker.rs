@@ -216,7 +216,7 @@ fn stream_header(message: &Claimed) -> Vec<u8> {
         &content.head
     };
     match &message.stream {
-        Some(stream) if !relay_routing::headers::has(headers, "X-PM-Message-Stream") => {
+        Some(stream) if !relay_message::has(headers, "X-PM-Message-Stream") => {
             format!("X-PM-Message-Stream: {stream}\r\n").into_bytes()
         }
         _ => Vec::new(),

@@ -9,7 +9,6 @@
 //! Must not know: routing, SQLite, or anything about Postmark.
 #![forbid(unsafe_code)]
 
-mod date;
 mod decoder;
 mod handoff;
 mod listener;
@@ -19,7 +18,6 @@ mod session;
 mod spool;
 mod trace;
 
-pub use date::rfc5322;
 pub use decoder::{Decoder, Progress};
 pub use handoff::{ReceivedMessage, Store};
 pub use listener::{bind, serve, BindError};

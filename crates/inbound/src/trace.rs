@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use crate::date::rfc5322;
+use relay_message::{has, rfc5322, scrub};
 
 /// What the `Received:` header says about the session.
 pub struct Trace<'a> {
@@ -34,10 +34,10 @@ pub fn add_headers(body: Vec<u8>, t: &Trace<'_>) -> Vec<u8> {
         head.push_str(&format!("\r\n\tfor <{}>", sanitize(only)));
     }
     head.push_str(&format!("; {date}\r\n"));
-    if !has_header(&body, "date") {
+    if !has(&body, "Date") {
         head.push_str(&format!("Date: {date}\r\n"));
     }
-    if !has_header(&body, "message-id") {
+    if !has(&body, "Message-ID") {
         head.push_str(&format!(
             "Message-ID: <{}.{}@{}>\r\n",
             t.id,
@@ -51,28 +51,10 @@ pub fn add_headers(body: Vec<u8>, t: &Trace<'_>) -> Vec<u8> {
     out
 }
 
-/// Keeps client-chosen text from breaking the header (no control bytes).
+/// Client-chosen text (HELO name, recipient) as it can stand in the
+/// `Received:` header: one line, at most 200 characters.
 fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
-}
-
-/// Whether the header block (up to the first empty line) has `name`.
-fn has_header(message: &[u8], name: &str) -> bool {
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return false;
-        }
-        if let Some(colon) = line.iter().position(|&b| b == b':') {
-            if line[..colon]
-                .trim_ascii()
-                .eq_ignore_ascii_case(name.as_bytes())
-            {
-                return true;
-            }
-        }
-    }
-    false
+    scrub(s).chars().take(200).collect()
 }
 
 #[cfg(test)]
@@ -121,5 +103,38 @@ mod tests {
         ))
         .unwrap();
         assert!(out.contains("\r\nDate: Thu"));
+    }
+
+    /// Regression: `Subject: hello` folded into a line ` Date: tomorrow`
+    /// has no `Date:` (nor `Message-ID:`), so the relay adds both.
+    #[test]
+    fn folded_lines_that_look_like_headers_do_not_count() {
+        let body =
+            b"Subject: hello\r\n Date: tomorrow\r\n Message-ID: <x@y>\r\n\r\nbody\r\n".to_vec();
+        let out = String::from_utf8(add_headers(body, &trace(&[]))).unwrap();
+        assert!(
+            out.contains("\r\nDate: Thu, 01 Jan 1970 00:00:00 +0000\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\r\nMessage-ID: <ABC123."), "{out}");
+        assert!(out
+            .ends_with("Subject: hello\r\n Date: tomorrow\r\n Message-ID: <x@y>\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn control_characters_in_client_text_stay_on_one_line() {
+        let rcpts = vec!["a@x.test\r\nBcc: evil@x.test".to_string()];
+        let t = Trace {
+            helo: "app\r\nX-Injected: yes",
+            ..trace(&rcpts)
+        };
+        let out = String::from_utf8(add_headers(b"Subject: s\r\n\r\n".to_vec(), &t)).unwrap();
+        assert!(
+            out.starts_with("Received: from app  X-Injected: yes (127.0.0.1)\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("\tfor <a@x.test  Bcc: evil@x.test>;"), "{out}");
+        assert!(!out.contains("\nX-Injected"));
+        assert!(!out.contains("\nBcc"));
     }
 }

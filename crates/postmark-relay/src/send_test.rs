@@ -115,7 +115,7 @@ struct Message<'a> {
 
 /// The test message, CRLF line endings, not dot-stuffed.
 fn build_message(m: &Message<'_>) -> Vec<u8> {
-    let date = relay_inbound::rfc5322(m.now);
+    let date = relay_message::rfc5322(m.now);
     let nanos = m
         .now
         .duration_since(UNIX_EPOCH)

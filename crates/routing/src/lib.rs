@@ -2,15 +2,15 @@
 //! goes to and which Postmark message stream it uses.
 //!
 //! Owns: the precedence (an `X-PM-Message-Stream` header, then the rules in
-//! order, then `routing.default`), glob matching, and the minimal header
-//! parsing it needs. Pure: no I/O, no async, no clock. Must not know: SMTP
-//! sessions, the queue, or how a route is delivered.
+//! order, then `routing.default`) and glob matching. Reads headers through
+//! `relay_message`, which owns mail syntax. Pure: no I/O, no async, no
+//! clock. Must not know: SMTP sessions, the queue, or how a route is
+//! delivered.
 //!
 //! Also owns sender rewriting ([`SenderRewrite`]): the same kind of pure
 //! decision on the same headers, applied after routing.
 #![forbid(unsafe_code)]
 
-pub mod headers;
 mod rewrite;
 mod route;
 mod router;

@@ -3,14 +3,16 @@
 //! one verified address, keeping the original where a human can still see
 //! it (`Reply-To:`, `X-Original-From:`).
 //!
-//! Pure, like routing: bytes in, bytes out, no I/O. Header lookups go
-//! through [`crate::headers`]; this module only adds where each header field
-//! starts and ends, so it can replace one in place and leave every other
-//! byte as it was.
+//! Pure, like routing: bytes in, bytes out, no I/O. Mail syntax (fields
+//! and their spans, addresses, display names, quoting) is
+//! `relay_message`'s; this module decides what to replace, and replaces
+//! one field in place, leaving every other byte as it was.
 
 use relay_config::Rewrite;
-
-use crate::headers;
+use relay_message::{
+    display_name, fields, find, first_address, first_field, has, header_block, line_ending,
+    mailbox, scrub, write_field,
+};
 
 /// Added when rewriting, so the original sender is never lost.
 const ORIGINAL_FROM: &str = "X-Original-From";
@@ -68,29 +70,30 @@ impl SenderRewrite {
     /// `message` is the full message, CRLF line endings (a bare-LF message
     /// gets LF on the lines added). Never panics, whatever the bytes.
     pub fn apply(&self, sender: &str, message: &[u8]) -> Option<Rewritten> {
-        let original_from = headers::find(message, "From").filter(|v| !v.is_empty());
-        let from_address = original_from.as_deref().and_then(headers::address);
+        let original_from = find(message, "From").filter(|v| !v.is_empty());
+        let from_address = original_from.as_deref().and_then(first_address);
         if self.verified(sender) && from_address.as_deref().is_some_and(|a| self.verified(a)) {
             return None;
         }
 
-        let block = headers::header_block(message);
-        let eol: &[u8] = if uses_bare_lf(block) { b"\n" } else { b"\r\n" };
+        let block = header_block(message);
+        let eol = line_ending(block);
+        let from_field = first_field(block, "From");
         let mut added = self.new_from_line(original_from.as_deref(), eol);
-        if from_address.is_some_and(|a| is_mailbox(&a)) && !headers::has(message, "Reply-To") {
+        if from_address.is_some_and(|a| is_mailbox(&a)) && !has(message, "Reply-To") {
             // Replies should still reach whoever the app meant, not the
             // no-reply sender; a From: without a full address would only
             // make an invalid Reply-To.
-            if let Some(raw) = first_field(block, "From").map(|f| f.raw_value(block)) {
-                push_field(&mut added, "Reply-To", raw, eol);
+            if let Some(raw) = from_field.map(|f| f.raw_value(block)) {
+                write_field(&mut added, "Reply-To", raw, eol);
             }
         }
-        let original = match first_field(block, "From").filter(|_| original_from.is_some()) {
+        let original = match from_field.filter(|_| original_from.is_some()) {
             Some(field) => field.raw_value(block).to_vec(),
             None if sender.is_empty() => b"<>".to_vec(),
-            None => printable(sender).into_bytes(),
+            None => scrub(sender).into_bytes(),
         };
-        push_field(&mut added, ORIGINAL_FROM, &original, eol);
+        write_field(&mut added, ORIGINAL_FROM, &original, eol);
 
         let mut out = Vec::with_capacity(message.len() + added.len());
         let mut added = Some(added);
@@ -101,7 +104,7 @@ impl SenderRewrite {
                 // unverified second).
                 out.extend(added.take().unwrap_or_default());
             } else {
-                out.extend_from_slice(block.get(field.start..field.end).unwrap_or_default());
+                out.extend_from_slice(field.raw(block));
             }
         }
         if let Some(added) = added {
@@ -133,37 +136,18 @@ impl SenderRewrite {
                 .any(|d| d.eq_ignore_ascii_case(domain.trim()))
     }
 
-    /// `From: "Display Name" <sender>`, or `From: sender` when the original
-    /// had no display name.
+    /// `From: Display Name <sender>` (the original's display name, quoted
+    /// as needed), or `From: sender` when the original had none.
     fn new_from_line(&self, original: Option<&str>, eol: &[u8]) -> Vec<u8> {
-        let value = match original.and_then(display_name) {
-            Some(name) => format!("{} <{}>", phrase(&name), self.sender),
-            None => self.sender.clone(),
-        };
+        let name = original.and_then(display_name);
         let mut line = Vec::new();
-        push_field(&mut line, "From", value.as_bytes(), eol);
+        write_field(
+            &mut line,
+            "From",
+            mailbox(name.as_deref(), &self.sender).as_bytes(),
+            eol,
+        );
         line
-    }
-}
-
-/// Appends `Name: value` and the line ending; a value that does not start
-/// with white space (or a fold) gets one space after the colon.
-fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8], eol: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.push(b':');
-    if !value.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-        out.push(b' ');
-    }
-    out.extend_from_slice(value);
-    out.extend_from_slice(eol);
-}
-
-/// Whether the header block's lines end in a bare LF (the relay normalises
-/// to CRLF first, but a library caller may not).
-fn uses_bare_lf(block: &[u8]) -> bool {
-    match block.iter().position(|b| *b == b'\n') {
-        Some(i) => i == 0 || block.get(i - 1) != Some(&b'\r'),
-        None => false,
     }
 }
 
@@ -172,143 +156,6 @@ fn is_mailbox(address: &str) -> bool {
     address
         .rsplit_once('@')
         .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
-}
-
-/// A value safe on one header line: control characters become spaces.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// The display name of the first mailbox of a `From:` value: what comes
-/// before its `<` outside quotes and comments. `None` without angle
-/// brackets (`a@b`, `a@b (Name)`) or with nothing before them.
-fn display_name(value: &str) -> Option<String> {
-    let (mut in_quote, mut depth, mut escaped) = (false, 0usize, false);
-    for (i, c) in value.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote || depth > 0 => escaped = true,
-            '"' if depth == 0 => in_quote = !in_quote,
-            '(' if !in_quote => depth += 1,
-            ')' if !in_quote && depth > 0 => depth -= 1,
-            '<' if !in_quote && depth == 0 => {
-                let name = value.get(..i).unwrap_or_default().trim();
-                return (!name.is_empty()).then(|| name.to_owned());
-            }
-            ',' if !in_quote && depth == 0 => return None,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// A display name as it can stand before the new `<sender>`: encoded words
-/// (`=?utf-8?q?...?=`) stay as they are (quoting would stop their decoding);
-/// anything else becomes one quoted string of its text, so
-/// `Cron Daemon`, `"Cron Daemon"` and `"Cron" Daemon` all read
-/// `"Cron Daemon"`, and no `@`, `,` or `<` in it can be taken for an
-/// address.
-fn phrase(name: &str) -> String {
-    let atext = |c: char| {
-        c.is_ascii_alphanumeric() || c == ' ' || c == '\t' || "!#$%&'*+-/=?^_`{|}~".contains(c)
-    };
-    if name.contains("=?") && name.chars().all(atext) {
-        return name.to_owned();
-    }
-    let mut text = String::with_capacity(name.len());
-    let mut chars = name.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {}
-            '\\' => text.extend(chars.next()),
-            c if c.is_control() => text.push(' '),
-            c => text.push(c),
-        }
-    }
-    let mut quoted = String::with_capacity(text.len() + 2);
-    quoted.push('"');
-    for c in text.trim().chars() {
-        if c == '"' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
-}
-
-/// Where one header field lies in the header block, by the same rules as
-/// [`headers::find`]: a line starting with space or tab continues the one
-/// before; a line without a colon is kept as a span of its own (with its
-/// continuations) but names no field.
-#[derive(Debug, Clone, Copy)]
-struct Field {
-    /// First byte of the field's first line.
-    start: usize,
-    /// The colon after the name; `None` for a line that is not a field.
-    colon: Option<usize>,
-    /// Just past the line ending of its last line.
-    end: usize,
-}
-
-impl Field {
-    /// Whether this is a field named `name` (case-insensitive).
-    fn is(&self, block: &[u8], name: &str) -> bool {
-        self.colon
-            .and_then(|colon| block.get(self.start..colon))
-            .is_some_and(|n| n.trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
-    }
-
-    /// The value as written: after the colon, folds included, without the
-    /// final line ending.
-    fn raw_value<'a>(&self, block: &'a [u8]) -> &'a [u8] {
-        let from = self.colon.map_or(self.end, |c| c + 1);
-        let value = block.get(from..self.end).unwrap_or_default();
-        let value = value.strip_suffix(b"\n").unwrap_or(value);
-        value.strip_suffix(b"\r").unwrap_or(value)
-    }
-}
-
-/// Every span of the header block, in order; together they cover it.
-fn fields(block: &[u8]) -> Vec<Field> {
-    let mut fields: Vec<Field> = Vec::new();
-    let mut pos = 0;
-    while pos < block.len() {
-        let rest = block.get(pos..).unwrap_or_default();
-        let end = rest
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(block.len(), |i| pos + i + 1);
-        let continuation = rest.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        match fields.last_mut() {
-            Some(last) if continuation => last.end = end,
-            _ => {
-                let line = block.get(pos..end).unwrap_or_default();
-                let colon = line
-                    .iter()
-                    .position(|b| *b == b':')
-                    .filter(|_| !continuation)
-                    .map(|i| pos + i);
-                fields.push(Field {
-                    start: pos,
-                    colon,
-                    end,
-                });
-            }
-        }
-        pos = end;
-    }
-    fields
-}
-
-/// The first field named `name`: the one [`headers::find`] reads.
-fn first_field(block: &[u8], name: &str) -> Option<Field> {
-    fields(block).into_iter().find(|f| f.is(block, name))
 }
 
 #[cfg(test)]
@@ -378,7 +225,7 @@ mod tests {
         assert_eq!(
             text(&r),
             "Received: from x\r\n\
-             From: \"Cron Daemon\" <noreply@example.com>\r\n\
+             From: Cron Daemon <noreply@example.com>\r\n\
              Reply-To: Cron Daemon <root@localhost>\r\n\
              X-Original-From: Cron Daemon <root@localhost>\r\n\
              To: ops@example.net\r\nSubject: cron\r\n\r\nbody\r\n"
@@ -423,7 +270,7 @@ mod tests {
         let cases = [
             (
                 "\"Cron Daemon\" <root@localhost>",
-                "\"Cron Daemon\" <noreply@example.com>",
+                "Cron Daemon <noreply@example.com>",
             ),
             (
                 "\"Smith, John <john@x.test>\" <john@x.test>",
@@ -435,7 +282,11 @@ mod tests {
             ),
             (
                 "\"Cron\" Daemon <root@localhost>",
-                "\"Cron Daemon\" <noreply@example.com>",
+                "Cron Daemon <noreply@example.com>",
+            ),
+            (
+                "Cron Daemon <root@localhost>",
+                "Cron Daemon <noreply@example.com>",
             ),
             (
                 "root@localhost <root@localhost>",
@@ -449,20 +300,17 @@ mod tests {
             ("<root@localhost>", "noreply@example.com"),
             (
                 "Ann <a@x.test>, Bob <b@x.test>",
-                "\"Ann\" <noreply@example.com>",
+                "Ann <noreply@example.com>",
             ),
             ("a@x.test, Bob <b@x.test>", "noreply@example.com"),
         ];
         for (from, want) in cases {
             let r = apply("app@example.com", &format!("From: {from}\r\n\r\n"));
-            let got = headers::find(&r.message, "From");
+            let got = find(&r.message, "From");
             assert_eq!(got.as_deref(), Some(want), "{from}");
+            assert_eq!(find(&r.message, "X-Original-From").as_deref(), Some(from));
             assert_eq!(
-                headers::find(&r.message, "X-Original-From").as_deref(),
-                Some(from)
-            );
-            assert_eq!(
-                headers::address(want).as_deref(),
+                first_address(want).as_deref(),
                 Some("noreply@example.com"),
                 "{want}"
             );
@@ -545,7 +393,7 @@ mod tests {
         assert_eq!(
             text(&r),
             "To: x@y\r\n\
-             From: \"Cron Daemon\" <noreply@example.com>\r\n\
+             From: Cron Daemon <noreply@example.com>\r\n\
              Reply-To: \"Cron\r\n Daemon\"\r\n\t<root@localhost>\r\n\
              X-Original-From: \"Cron\r\n Daemon\"\r\n\t<root@localhost>\r\n\
              Subject: s\r\n\r\nb\r\n"
@@ -580,10 +428,7 @@ mod tests {
         assert_eq!(r.original_sender, "");
         assert_eq!(r.sender, "noreply@example.com");
         let r = apply("", "Subject: bounce\r\n\r\n");
-        assert_eq!(
-            headers::find(&r.message, "X-Original-From").as_deref(),
-            Some("<>")
-        );
+        assert_eq!(find(&r.message, "X-Original-From").as_deref(), Some("<>"));
     }
 
     #[test]
@@ -605,9 +450,9 @@ mod tests {
             .starts_with(b"\xff\xfe junk without colon\r\n continued\r\n"));
         assert!(out.message.ends_with(b"X: \xfe\r\n\r\n\xff body"));
         assert_eq!(
-            headers::find(&out.message, "From")
+            find(&out.message, "From")
                 .as_deref()
-                .and_then(headers::address)
+                .and_then(first_address)
                 .as_deref(),
             Some("noreply@example.com")
         );

@@ -3,8 +3,8 @@
 use std::cell::OnceCell;
 
 use relay_config::{Routing, Rule};
+use relay_message::{find, first_address};
 
-use crate::headers;
 use crate::Route;
 
 /// The header Postmark reads to pick a message stream.
@@ -36,7 +36,7 @@ impl Router {
     /// ignored), then the first rule whose conditions all hold, then
     /// `routing.default`.
     pub fn route(&self, sender: &str, message: &[u8]) -> Route {
-        if let Some(stream) = headers::find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
+        if let Some(stream) = find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
             let broadcast = self
                 .routing
                 .broadcast_streams
@@ -50,7 +50,7 @@ impl Router {
         }
         let from = OnceCell::new();
         let from = || {
-            from.get_or_init(|| headers::find(message, "From").and_then(|v| headers::address(&v)))
+            from.get_or_init(|| find(message, "From").and_then(|v| first_address(&v)))
                 .as_deref()
         };
         match self
@@ -91,7 +91,7 @@ fn matches<'a>(
         }
     }
     if let Some(name) = &rule.header {
-        let Some(value) = headers::find(message, name) else {
+        let Some(value) = find(message, name) else {
             return false;
         };
         if let Some(glob) = &rule.value {

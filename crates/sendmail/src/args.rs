@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::message::parse_address_list;
+use relay_message::address_list;
 
 /// What the command line asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -141,14 +141,11 @@ fn apply(opts: &mut Options, flag: char, val: String) -> Result<(), ArgsError> {
 
 /// `-f` accepts `addr`, `<addr>`, `Name <addr>` and `<>` (the null sender).
 fn envelope_sender(val: &str) -> String {
-    parse_address_list(val)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
+    address_list(val).into_iter().next().unwrap_or_default()
 }
 
 fn add_recipients(opts: &mut Options, arg: &str) {
-    opts.recipients.extend(parse_address_list(arg));
+    opts.recipients.extend(address_list(arg));
 }
 
 #[cfg(test)]

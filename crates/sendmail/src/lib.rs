@@ -1,8 +1,8 @@
 //! `sendmail`: sendmail(8)-compatible submission, for PHP's `mail()`, cron
 //! and every tool that pipes a message into `/usr/sbin/sendmail`. Reads the
-//! message from stdin and hands it over SMTP to the running relay at the
-//! first `server.listen` address; the daemon does the queueing and
-//! delivery, so this needs no access to the queue.
+//! message from stdin and hands it over SMTP (mail-send's client) to the
+//! running relay at the first `server.listen` address; the daemon does the
+//! queueing and delivery, so this needs no access to the queue.
 //!
 //! Exit codes (sysexits): 0 sent, 64 usage, 69 rejected for good, 74 stdin
 //! unreadable, 75 relay unreachable or temporary failure (callers retry).
@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use args::{ArgsError, Options, USAGE};
-use message::{from_value, read_message, to_crlf, Message};
+use message::{read_message, Message};
+use relay_message::{mailbox, to_crlf};
 pub use submit::dial_address;
 use submit::{submit, Envelope, SubmitError, Timeouts};
 
@@ -93,7 +94,19 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         data: &prepared.data,
     };
     let addr = dial_address(*listen);
-    match submit(addr, "localhost", &envelope, Timeouts::default()) {
+    // One connection, one message: a current-thread runtime is enough.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            // Out of file descriptors or memory: worth a retry later.
+            eprintln!("sendmail: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_TEMPFAIL);
+        }
+    };
+    match runtime.block_on(submit(addr, "localhost", &envelope, Timeouts::default())) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(io::stderr(), "sendmail: {e}");
@@ -141,7 +154,7 @@ fn prepare(opts: &Options, raw: &[u8], local_user: &str) -> Option<Prepared> {
         } else {
             &sender
         };
-        message.prepend("From", &from_value(opts.full_name.as_deref(), address));
+        message.prepend("From", &mailbox(opts.full_name.as_deref(), address));
     }
     Some(Prepared {
         sender,

@@ -1,8 +1,11 @@
-//! The message from stdin: reading it (with sendmail's lone-dot rule),
-//! CRLF line endings, the header section (folded lines kept intact), and
-//! the address lists in To/Cc/Bcc/From.
+//! The message from stdin: reading it (with sendmail's lone-dot rule) and
+//! the header section as sendmail edits it (Bcc removed, From added, every
+//! other byte kept). Mail syntax (fields, folding, address lists) is
+//! `relay_message`'s.
 
 use std::io::{self, BufRead};
+
+use relay_message::{address_list, fields, header_block, is_field_name, unfold, write_field};
 
 /// Reads the message: to EOF, or (unless `ignore_dots`) up to a line that
 /// holds only `.`, as sendmail does without `-i`.
@@ -21,27 +24,6 @@ pub fn read_message(input: &mut impl BufRead, ignore_dots: bool) -> io::Result<V
     }
 }
 
-/// Every line ending (CRLF, bare LF, bare CR) becomes CRLF, and the last
-/// line gets one, as SMTP requires.
-pub fn to_crlf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 2);
-    let mut bytes = data.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'\r' => {
-                bytes.next_if_eq(&b'\n');
-                out.extend_from_slice(b"\r\n");
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// One header field, with its continuation lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -54,9 +36,8 @@ pub struct Header {
 impl Header {
     /// The value with folding undone (continuation lines joined).
     pub fn value(&self) -> String {
-        let text = String::from_utf8_lossy(&self.raw);
-        let value = text.split_once(':').map_or("", |(_, v)| v);
-        value.replace("\r\n", "").trim().to_string()
+        let value = self.raw.get(self.name.len() + 1..).unwrap_or_default();
+        unfold(value)
     }
 }
 
@@ -71,42 +52,47 @@ pub struct Message {
 
 impl Message {
     /// Splits CRLF-normalised bytes. The header section ends at the first
-    /// empty line, or at the first line that is neither a field nor a
-    /// continuation (then the blank line is added when writing). A leading
-    /// mbox `From ` line is dropped, as sendmail does.
+    /// empty line, or at the first line that is neither a field (a strict
+    /// RFC 5322 name, then a colon) nor a continuation: then the blank line
+    /// is added when writing. A leading mbox `From ` line is dropped, as
+    /// sendmail does.
     pub fn parse(data: &[u8]) -> Message {
-        let mut headers: Vec<Header> = Vec::new();
         let mut rest = data;
         if rest.starts_with(b"From ") {
             rest = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .map_or(&[][..], |end| &rest[end + 2..]);
+                .iter()
+                .position(|&b| b == b'\n')
+                .and_then(|end| rest.get(end + 1..))
+                .unwrap_or_default();
         }
-        while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
-            let line = &rest[..end + 2];
-            if end == 0 {
-                rest = &rest[2..];
-                break;
+        let block = header_block(rest);
+        let mut headers: Vec<Header> = Vec::new();
+        for field in fields(block) {
+            let name = field.name(block).filter(|name| is_field_name(name));
+            let Some(name) = name.and_then(|n| std::str::from_utf8(n).ok()) else {
+                // Not a header: the body starts here, without a blank line.
+                return Message {
+                    headers,
+                    body: rest.get(field.start..).unwrap_or_default().to_vec(),
+                };
+            };
+            let mut raw = field.raw(block).to_vec();
+            if !raw.ends_with(b"\n") {
+                raw.extend_from_slice(b"\r\n");
             }
-            if matches!(line[0], b' ' | b'\t') {
-                match headers.last_mut() {
-                    Some(h) => h.raw.extend_from_slice(line),
-                    None => break,
-                }
-            } else if let Some(name) = field_name(line) {
-                headers.push(Header {
-                    name: name.to_string(),
-                    raw: line.to_vec(),
-                });
-            } else {
-                break;
-            }
-            rest = &rest[end + 2..];
+            headers.push(Header {
+                name: name.to_string(),
+                raw,
+            });
         }
+        let after = rest.get(block.len()..).unwrap_or_default();
+        let body = after
+            .strip_prefix(b"\r\n")
+            .or_else(|| after.strip_prefix(b"\n"))
+            .unwrap_or(after);
         Message {
             headers,
-            body: rest.to_vec(),
+            body: body.to_vec(),
         }
     }
 
@@ -122,7 +108,7 @@ impl Message {
         self.headers
             .iter()
             .filter(|h| names.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
-            .flat_map(|h| parse_address_list(&h.value()))
+            .flat_map(|h| address_list(&h.value()))
             .collect()
     }
 
@@ -133,11 +119,13 @@ impl Message {
 
     /// Puts a field first in the header section.
     pub fn prepend(&mut self, name: &str, value: &str) {
+        let mut raw = Vec::new();
+        write_field(&mut raw, name, value.as_bytes(), b"\r\n");
         self.headers.insert(
             0,
             Header {
                 name: name.to_string(),
-                raw: format!("{name}: {value}\r\n").into_bytes(),
+                raw,
             },
         );
     }
@@ -154,112 +142,10 @@ impl Message {
     }
 }
 
-/// The field name of a header line, if it is one (`name:` with printable
-/// ASCII and no spaces before the colon).
-fn field_name(line: &[u8]) -> Option<&str> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = &line[..colon];
-    let valid = !name.is_empty() && name.iter().all(|&b| b.is_ascii_graphic());
-    valid.then(|| std::str::from_utf8(name).ok()).flatten()
-}
-
-/// A `From:` value: `"Name" <addr>` when a name is given, else the address.
-pub fn from_value(name: Option<&str>, address: &str) -> String {
-    match name.map(str::trim).filter(|n| !n.is_empty()) {
-        None => address.to_string(),
-        Some(n) => {
-            let plain = n
-                .chars()
-                .all(|c| c.is_alphanumeric() || " !#$%&'*+-/=?^_`{|}~".contains(c));
-            if plain {
-                format!("{n} <{address}>")
-            } else {
-                let escaped = n.replace('\\', "\\\\").replace('"', "\\\"");
-                format!("\"{escaped}\" <{address}>")
-            }
-        }
-    }
-}
-
-/// The addresses in an RFC 5322 address list, leniently: `a@b`,
-/// `Name <a@b>`, `"Doe, J" <a@b>`, `a@b (comment)`, groups
-/// (`team: a@b, c@d;`, `undisclosed-recipients:;`), separated by commas.
-/// `<>` yields an empty address (the null sender).
-pub fn parse_address_list(value: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut bare = String::new();
-    let mut angle: Option<String> = None;
-    let mut in_angle = false;
-    let mut in_quote = false;
-    let mut escaped = false;
-    let mut comment_depth = 0usize;
-    let finish = |bare: &mut String, angle: &mut Option<String>, out: &mut Vec<String>| {
-        let address = match angle.take() {
-            Some(a) => {
-                // Drop an obsolete source route (`<@a,@b:user@c>`).
-                let a = a.rsplit_once(':').map_or(a.as_str(), |(_, addr)| addr);
-                Some(a.trim().to_string())
-            }
-            None => Some(bare.split_whitespace().collect::<String>()).filter(|a| !a.is_empty()),
-        };
-        out.extend(address);
-        bare.clear();
-    };
-    for c in value.chars() {
-        if escaped {
-            escaped = false;
-            push(&mut bare, &mut angle, in_angle, c);
-            continue;
-        }
-        if comment_depth > 0 {
-            match c {
-                '\\' => escaped = true,
-                '(' => comment_depth += 1,
-                ')' => comment_depth -= 1,
-                _ => {}
-            }
-            continue;
-        }
-        if in_quote {
-            match c {
-                '\\' => escaped = true,
-                '"' => in_quote = false,
-                _ => {}
-            }
-            push(&mut bare, &mut angle, in_angle, c);
-            continue;
-        }
-        match c {
-            '"' => {
-                in_quote = true;
-                push(&mut bare, &mut angle, in_angle, c);
-            }
-            '(' => comment_depth = 1,
-            '<' if !in_angle => {
-                in_angle = true;
-                angle = Some(String::new());
-            }
-            '>' if in_angle => in_angle = false,
-            ',' | ';' if !in_angle => finish(&mut bare, &mut angle, &mut out),
-            // A group's display name ends here; its members follow.
-            ':' if !in_angle => bare.clear(),
-            c => push(&mut bare, &mut angle, in_angle, c),
-        }
-    }
-    finish(&mut bare, &mut angle, &mut out);
-    out
-}
-
-fn push(bare: &mut String, angle: &mut Option<String>, in_angle: bool, c: char) {
-    match angle {
-        Some(a) if in_angle => a.push(c),
-        _ => bare.push(c),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relay_message::{mailbox, to_crlf};
 
     #[test]
     fn lone_dot_ends_input_without_i() {
@@ -283,14 +169,6 @@ mod tests {
     }
 
     #[test]
-    fn line_endings_become_crlf() {
-        assert_eq!(to_crlf(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd\r\n");
-        assert_eq!(to_crlf(b"a\r\n\r\n"), b"a\r\n\r\n");
-        assert_eq!(to_crlf(b"\n\n"), b"\r\n\r\n");
-        assert_eq!(to_crlf(b""), b"");
-    }
-
-    #[test]
     fn recipients_from_folded_headers_and_lists() {
         let data = to_crlf(
             b"From: Shop <shop@x.com>\nTo: Ann <ann@y.com>, bob@z.com\nCc: \"Doe, Carl\" <carl@y.com>,\n dave@z.com (Dave)\nBcc:\n\teve@y.com\nSubject: hi\n\nTo: not@header.com\n",
@@ -310,23 +188,6 @@ mod tests {
     }
 
     #[test]
-    fn address_list_forms() {
-        assert_eq!(parse_address_list("Name <a@b>, c@d"), ["a@b", "c@d"]);
-        assert_eq!(
-            parse_address_list("undisclosed-recipients:;"),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            parse_address_list("team: a@b, C <c@d>; e@f"),
-            ["a@b", "c@d", "e@f"]
-        );
-        assert_eq!(parse_address_list("<@relay.example:a@b>"), ["a@b"]);
-        assert_eq!(parse_address_list("\"q\\\"uoted\" <a@b>"), ["a@b"]);
-        assert_eq!(parse_address_list("<>"), [""]);
-        assert_eq!(parse_address_list(" , ,"), Vec::<String>::new());
-    }
-
-    #[test]
     fn bcc_removal_keeps_everything_else_byte_for_byte() {
         let data = to_crlf(
             b"To: a@b\nBcc: secret@x.com,\n other@x.com\nSubject: s\nbcc: lower@x.com\n\nBcc: in body\n",
@@ -343,14 +204,11 @@ mod tests {
     fn from_is_added_first() {
         let mut m = Message::parse(b"To: a@b\r\n\r\nbody\r\n");
         assert!(!m.has("from"));
-        m.prepend("From", &from_value(Some("Web Shop"), "shop@x.com"));
+        m.prepend("From", &mailbox(Some("Web Shop"), "shop@x.com"));
         assert_eq!(
             m.to_bytes(),
             b"From: Web Shop <shop@x.com>\r\nTo: a@b\r\n\r\nbody\r\n"
         );
-        assert_eq!(from_value(None, "a@b"), "a@b");
-        assert_eq!(from_value(Some("Doe, J."), "a@b"), "\"Doe, J.\" <a@b>");
-        assert_eq!(from_value(Some("  "), "a@b"), "a@b");
     }
 
     #[test]
@@ -363,5 +221,24 @@ mod tests {
         assert_eq!(m.to_bytes(), b"Subject: s\r\n\r\nnot a header\r\n");
         let m = Message::parse(b"From me@x Mon Jan 1\r\nSubject: s\r\n\r\nb\r\n");
         assert_eq!(m.to_bytes(), b"Subject: s\r\n\r\nb\r\n");
+        let m = Message::parse(b"Subject : s\r\nTo: a@b\r\n\r\nb\r\n");
+        assert!(
+            m.headers.is_empty(),
+            "a space before the colon is not a field name"
+        );
+        let m = Message::parse(b" Date: x\r\nTo: a@b\r\n\r\n");
+        assert!(m.headers.is_empty(), "a folded line is never a header");
+        assert_eq!(m.to_bytes(), b"\r\n Date: x\r\nTo: a@b\r\n\r\n");
+    }
+
+    #[test]
+    fn folded_lines_stay_with_their_field() {
+        let data = b"Subject: hi\r\n Date: not a header\r\nTo: a@b\r\n\r\nbody\r\n";
+        let m = Message::parse(data);
+        let names: Vec<&str> = m.headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["Subject", "To"]);
+        assert!(!m.has("Date"));
+        assert_eq!(m.headers[0].value(), "hi Date: not a header");
+        assert_eq!(m.to_bytes(), data);
     }
 }

@@ -1,10 +1,20 @@
-//! A tiny blocking SMTP client: one message to the local relay, plain
-//! text, no AUTH (the relay needs none), every step bounded by a timeout.
+//! Hands one message to the local relay on mail-send's SMTP client: plain
+//! TCP (the relay listens on loopback or a private address), no TLS, no
+//! AUTH (the relay needs none), every step bounded by a timeout. Owns what
+//! mail-send leaves to its caller: the greeting's timeout, HELO when EHLO
+//! is refused, SIZE and BODY declared when offered, and sorting failures
+//! into the exit codes' three kinds.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use mail_send::smtp::message::Parameters;
+use mail_send::smtp::AssertReply;
+use mail_send::SmtpClient;
+use smtp_proto::{Response, EXT_8BIT_MIME, EXT_SIZE};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// How long each step may take.
 #[derive(Debug, Clone, Copy)]
@@ -13,7 +23,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Greeting and each command's reply.
     pub command: Duration,
-    /// The reply after the final dot: the relay commits to disk first.
+    /// DATA, the body and the reply after it: the relay commits to disk
+    /// before it answers.
     pub data_end: Duration,
 }
 
@@ -70,197 +81,163 @@ pub fn dial_address(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-/// Sends one message; `Ok` holds the relay's final reply (`250 ... queued as ID`).
-pub fn submit(
+/// Sends one message; `Ok` holds the relay's final reply (`250 ... queued
+/// as ID`).
+pub async fn submit(
     addr: SocketAddr,
     helo: &str,
     envelope: &Envelope<'_>,
     timeouts: Timeouts,
 ) -> Result<String, SubmitError> {
-    let stream = TcpStream::connect_timeout(&addr, timeouts.connect).map_err(|e| {
-        SubmitError::Unreachable(format!("cannot connect to the relay at {addr}: {e}"))
-    })?;
-    let mut session = Session::new(stream, addr, timeouts).map_err(|e| session_io(addr, e))?;
-    let result = session.transaction(helo, envelope);
-    // Polite either way; the outcome is already decided.
-    let _ = session.command("QUIT");
+    let mut client = SmtpClient::connect(addr, timeouts.connect)
+        .await
+        .map_err(|e| {
+            let why = match e {
+                mail_send::Error::Timeout => "timed out".to_string(),
+                e => io_text(&e),
+            };
+            SubmitError::Unreachable(format!("cannot connect to the relay at {addr}: {why}"))
+        })?;
+    // Small local writes (commands, the body's end) must not wait for a
+    // delayed ACK.
+    let _ = client.stream.set_nodelay(true);
+    client.timeout = timeouts.command;
+    let session = Session { addr, timeouts };
+    let result = session.transaction(&mut client, helo, envelope).await;
+    if !matches!(result, Err(SubmitError::Unreachable(_))) {
+        // Polite either way; the outcome is already decided.
+        let _ = client.quit().await;
+    }
     result
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-fn session_io(addr: SocketAddr, e: io::Error) -> SubmitError {
-    let what = match e.kind() {
-        _ if is_timeout(&e) => "timed out waiting for",
-        io::ErrorKind::UnexpectedEof => "connection closed by",
-        _ => "lost the connection to",
-    };
-    SubmitError::Unreachable(format!("{what} the relay at {addr}: {e}"))
-}
-
-/// A reply: its code and full text (all lines, trimmed).
-struct Reply {
-    code: u16,
-    text: String,
-}
-
+/// What every step needs to know to report a failure.
 struct Session {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
     addr: SocketAddr,
     timeouts: Timeouts,
 }
 
 impl Session {
-    fn new(stream: TcpStream, addr: SocketAddr, timeouts: Timeouts) -> io::Result<Session> {
-        stream.set_read_timeout(Some(timeouts.command))?;
-        stream.set_write_timeout(Some(timeouts.command))?;
-        stream.set_nodelay(true)?;
-        let reader = BufReader::new(stream.try_clone()?);
-        Ok(Session {
-            writer: stream,
-            reader,
-            addr,
-            timeouts,
-        })
-    }
+    async fn transaction(
+        &self,
+        client: &mut SmtpClient<TcpStream>,
+        helo: &str,
+        envelope: &Envelope<'_>,
+    ) -> Result<String, SubmitError> {
+        // mail-send bounds each command, not the wait for the greeting.
+        let greeting = tokio::time::timeout(self.timeouts.command, client.read())
+            .await
+            .unwrap_or(Err(mail_send::Error::Timeout));
+        greeting
+            .and_then(|reply| reply.assert_positive_completion())
+            .map_err(|e| self.failed("the connection", e))?;
 
-    fn transaction(&mut self, helo: &str, envelope: &Envelope<'_>) -> Result<String, SubmitError> {
-        let greeting = self.read_reply();
-        self.expect("the connection", greeting, 2)?;
-        let ehlo = self.command(&format!("EHLO {helo}"));
-        let extensions = match ehlo {
-            Ok(r) if r.code / 100 == 2 => r.text,
-            Ok(r) if r.code / 100 == 5 => {
-                let helo = self.command(&format!("HELO {helo}"));
-                self.expect("HELO", helo, 2)?;
-                String::new()
-            }
-            other => {
-                self.expect("EHLO", other, 2)?;
-                String::new()
-            }
-        };
-        let mut mail = format!("MAIL FROM:<{}>", envelope.sender);
-        if has_extension(&extensions, "SIZE") {
-            mail.push_str(&format!(" SIZE={}", envelope.data.len()));
-        }
-        if has_extension(&extensions, "8BITMIME") && !envelope.data.is_ascii() {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        let reply = self.command(&mail);
-        self.expect(&mail, reply, 2)?;
-        for rcpt in envelope.recipients {
-            let line = format!("RCPT TO:<{rcpt}>");
-            let reply = self.command(&line);
-            self.expect(&line, reply, 2)?;
-        }
-        let reply = self.command("DATA");
-        self.expect("DATA", reply, 3)?;
-        let reply = match self.send_data(envelope.data) {
-            Err(e) if is_timeout(&e) => Err(e),
-            sent => {
-                let reply = self
-                    .reader
-                    .get_ref()
-                    .set_read_timeout(Some(self.timeouts.data_end))
-                    .and_then(|()| self.read_reply());
-                // A relay that refused mid-body (and closed) still said why.
-                match (sent, reply) {
-                    (Err(e), Err(_)) => Err(e),
-                    (_, reply) => reply,
+        let mut params = Parameters::new();
+        match client.ehlo(helo).await {
+            Ok(ehlo) => {
+                if ehlo.has_capability(EXT_SIZE) {
+                    params.add(("SIZE".to_string(), envelope.data.len().to_string()));
+                }
+                if ehlo.has_capability(EXT_8BIT_MIME) && !envelope.data.is_ascii() {
+                    params.add(("BODY", "8BITMIME"));
                 }
             }
-        };
-        self.expect("the message", reply, 2)
-    }
-
-    /// Classifies a reply: the wanted class passes, `4xx` is temporary,
-    /// anything else permanent.
-    fn expect(
-        &self,
-        what: &str,
-        reply: io::Result<Reply>,
-        class: u16,
-    ) -> Result<String, SubmitError> {
-        let reply = reply.map_err(|e| session_io(self.addr, e))?;
-        let explain = || format!("the relay at {} refused {what}: {}", self.addr, reply.text);
-        match reply.code / 100 {
-            c if c == class => Ok(reply.text),
-            4 => Err(SubmitError::Temporary(explain())),
-            _ => Err(SubmitError::Permanent(explain())),
+            Err(mail_send::Error::UnexpectedReply(reply)) if reply.code / 100 == 5 => client
+                .cmd(format!("HELO {helo}\r\n"))
+                .await
+                .and_then(|reply| reply.assert_positive_completion())
+                .map_err(|e| self.failed("HELO", e))?,
+            Err(e) => return Err(self.failed("EHLO", e)),
         }
-    }
 
-    fn command(&mut self, line: &str) -> io::Result<Reply> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes())?;
-        self.read_reply()
-    }
-
-    /// The body, dot-stuffed, then the terminating `.` line.
-    fn send_data(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut out = io::BufWriter::with_capacity(64 * 1024, &self.writer);
-        for line in data.split_inclusive(|&b| b == b'\n') {
-            if line.first() == Some(&b'.') {
-                out.write_all(b".")?;
-            }
-            out.write_all(line)?;
+        client
+            .mail_from(envelope.sender, &params)
+            .await
+            .map_err(|e| self.failed(&format!("MAIL FROM:<{}>{params}", envelope.sender), e))?;
+        for rcpt in envelope.recipients {
+            client
+                .rcpt_to(rcpt, &Parameters::default())
+                .await
+                .map_err(|e| self.failed(&format!("RCPT TO:<{rcpt}>"), e))?;
         }
-        if !data.is_empty() && !data.ends_with(b"\r\n") {
-            out.write_all(b"\r\n")?;
-        }
-        out.write_all(b".\r\n")?;
-        out.flush()
+        client.timeout = self.timeouts.data_end;
+        let reply = send_data(client, envelope.data)
+            .await
+            .map_err(|e| self.failed("the message", e))?;
+        Ok(reply_text(&reply))
     }
 
-    fn read_reply(&mut self) -> io::Result<Reply> {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a reply",
-                ));
+    /// Sorts a failed step: a `4xx` is temporary, any other reply
+    /// permanent, no reply at all (timeout, closed, garbage) unreachable.
+    fn failed(&self, what: &str, e: mail_send::Error) -> SubmitError {
+        let addr = self.addr;
+        match e {
+            mail_send::Error::UnexpectedReply(reply) => {
+                let text = format!("the relay at {addr} refused {what}: {}", reply_text(&reply));
+                if reply.code / 100 == 4 {
+                    SubmitError::Temporary(text)
+                } else {
+                    SubmitError::Permanent(text)
+                }
             }
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (200..600).contains(c));
-            let Some(code) = code else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("not an SMTP reply: {:?}", line.trim_end()),
-                ));
-            };
-            if !text.is_empty() {
-                text.push('\n');
+            mail_send::Error::Timeout => {
+                SubmitError::Unreachable(format!("timed out waiting for the relay at {addr}"))
             }
-            text.push_str(line.trim_end());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(Reply { code, text });
-            }
+            mail_send::Error::UnparseableReply => SubmitError::Unreachable(format!(
+                "connection closed by the relay at {addr}, or it did not answer in SMTP"
+            )),
+            e => SubmitError::Unreachable(format!(
+                "lost the connection to the relay at {addr}: {}",
+                io_text(&e)
+            )),
         }
     }
 }
 
-/// Whether an EHLO reply lists `keyword` (lines after the first).
-fn has_extension(ehlo: &str, keyword: &str) -> bool {
-    ehlo.lines().skip(1).any(|l| {
-        l.get(4..)
-            .and_then(|ext| ext.split_whitespace().next())
-            .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+/// DATA, the body, the final dot. mail-send's `data()` appends the final
+/// `\r\n.\r\n` itself (so the body goes without its last CRLF) and
+/// dot-stuffs every `.` that follows a line break, but not one that starts
+/// the body: that one is doubled here.
+async fn send_data(
+    client: &mut SmtpClient<TcpStream>,
+    data: &[u8],
+) -> mail_send::Result<Response<String>> {
+    let body = data.strip_suffix(b"\r\n").unwrap_or(data);
+    if !body.starts_with(b".") {
+        return client.data(body).await;
+    }
+    client.cmd(b"DATA\r\n").await?.assert_code(354)?;
+    let timeout = client.timeout;
+    tokio::time::timeout(timeout, async {
+        client.stream.write_all(b".").await?;
+        client.write_message(body).await?;
+        client.read().await
     })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)??
+    .into_positive_completion()
+}
+
+/// A reply as the relay wrote it: `452 4.5.3 Too many recipients`.
+fn reply_text(reply: &Response<String>) -> String {
+    match reply.esc {
+        [0, 0, 0] => format!("{} {}", reply.code, reply.message),
+        [a, b, c] => format!("{} {a}.{b}.{c} {}", reply.code, reply.message),
+    }
+}
+
+/// An error without mail-send's "I/O error: " prefix.
+fn io_text(e: &mail_send::Error) -> String {
+    match e {
+        mail_send::Error::Io(io) => io.to_string(),
+        e => e.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -271,16 +248,8 @@ mod tests {
         assert_eq!(d("10.1.2.3:25"), "10.1.2.3:25");
     }
 
-    #[test]
-    fn extensions_are_found() {
-        let ehlo = "250-relay greets you\n250-SIZE 100\n250-8BITMIME\n250 PIPELINING";
-        assert!(has_extension(ehlo, "size"));
-        assert!(has_extension(ehlo, "8BITMIME"));
-        assert!(!has_extension(ehlo, "AUTH"));
-        assert!(!has_extension("250 SIZE", "SIZE"));
-    }
-
-    /// A scripted server: answers each line it reads with the next reply,
+    /// A scripted server on its own thread: answers each line it reads
+    /// with the next reply (the body's lines get none until the `.`),
     /// records what it got.
     fn scripted(
         replies: &'static [&'static str],
@@ -299,7 +268,7 @@ mod tests {
                 .unwrap();
             loop {
                 let mut line = Vec::new();
-                if reader.read_until(b'\n', &mut line).unwrap() == 0 {
+                if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
                     return got;
                 }
                 got.extend_from_slice(&line);
@@ -308,14 +277,24 @@ mod tests {
                 }
                 in_data = line == b"DATA\r\n";
                 let Some(r) = replies.next() else { return got };
-                writer.write_all(r.as_bytes()).unwrap();
+                if writer.write_all(r.as_bytes()).is_err() {
+                    return got;
+                }
             }
         });
         (addr, handle)
     }
 
-    #[test]
-    fn a_whole_session_dot_stuffs_and_declares_size() {
+    fn envelope<'a>(sender: &'a str, rcpts: &'a [String], data: &'a [u8]) -> Envelope<'a> {
+        Envelope {
+            sender,
+            recipients: rcpts,
+            data,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_session_dot_stuffs_and_declares_size() {
         let (addr, server) = scripted(&[
             "220 hi\r\n",
             "250-hi\r\n250-SIZE 1000\r\n250 8BITMIME\r\n",
@@ -328,12 +307,10 @@ mod tests {
         ]);
         let rcpts = ["a@b".to_string(), "c@d".to_string()];
         let data = b"Subject: s\r\n\r\n.leading dot\r\nok\r\n";
-        let env = Envelope {
-            sender: "s@x",
-            recipients: &rcpts,
-            data,
-        };
-        let reply = submit(addr, "localhost", &env, Timeouts::default()).unwrap();
+        let env = envelope("s@x", &rcpts, data);
+        let reply = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap();
         assert_eq!(reply, "250 2.0.0 Ok: queued as X1");
         let got = String::from_utf8(server.join().unwrap()).unwrap();
         assert_eq!(
@@ -343,9 +320,58 @@ mod tests {
         );
     }
 
-    #[test]
-    fn replies_map_to_temporary_and_permanent() {
-        let (addr, _server) = scripted(&[
+    #[tokio::test]
+    async fn eight_bit_bodies_say_so_and_a_leading_dot_is_stuffed() {
+        let (addr, server) = scripted(&[
+            "220 hi\r\n",
+            "250-hi\r\n250 8BITMIME\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 ok\r\n",
+            "221 bye\r\n",
+        ]);
+        let rcpts = ["a@b".to_string()];
+        let env = envelope("", &rcpts, ".x: J\u{f6}rg\r\n\r\nb".as_bytes());
+        submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap();
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        assert_eq!(
+            got,
+            "EHLO localhost\r\nMAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<a@b>\r\nDATA\r\n\
+             ..x: J\u{f6}rg\r\n\r\nb\r\n.\r\nQUIT\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn helo_when_ehlo_is_refused() {
+        let (addr, server) = scripted(&[
+            "220 hi\r\n",
+            "502 5.5.1 no EHLO here\r\n",
+            "250 hello\r\n",
+            "250 ok\r\n",
+            "250 ok\r\n",
+            "354 go\r\n",
+            "250 ok\r\n",
+            "221 bye\r\n",
+        ]);
+        let rcpts = ["a@b".to_string()];
+        let env = envelope("s@x", &rcpts, b"x\r\n");
+        let reply = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap();
+        assert_eq!(reply, "250 ok");
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        assert_eq!(
+            got,
+            "EHLO localhost\r\nHELO localhost\r\nMAIL FROM:<s@x>\r\nRCPT TO:<a@b>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn replies_map_to_temporary_and_permanent() {
+        let (addr, server) = scripted(&[
             "220 hi\r\n",
             "250 hi\r\n",
             "250 ok\r\n",
@@ -353,41 +379,84 @@ mod tests {
             "221 bye\r\n",
         ]);
         let rcpts = ["a@b".to_string()];
-        let env = Envelope {
-            sender: "",
-            recipients: &rcpts,
-            data: b"x\r\n",
-        };
-        let err = submit(addr, "localhost", &env, Timeouts::default()).unwrap_err();
+        let env = envelope("", &rcpts, b"x\r\n");
+        let err = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap_err();
         assert!(
-            matches!(&err, SubmitError::Temporary(t) if t.contains("452 4.5.3")),
+            matches!(&err, SubmitError::Temporary(t) if t.contains("refused RCPT TO:<a@b>: 452 4.5.3 Too many")),
+            "{err:?}"
+        );
+        let got = String::from_utf8(server.join().unwrap()).unwrap();
+        assert!(got.ends_with("RCPT TO:<a@b>\r\nQUIT\r\n"), "{got}");
+
+        let (addr, _server) = scripted(&["554 5.7.1 go away\r\n", "221 bye\r\n"]);
+        let err = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::Permanent(t) if t.contains("554 5.7.1 go away")),
             "{err:?}"
         );
 
-        let (addr, _server) = scripted(&["554 5.7.1 go away\r\n", "221 bye\r\n"]);
-        let err = submit(addr, "localhost", &env, Timeouts::default()).unwrap_err();
+        let (addr, _server) = scripted(&[
+            "220 hi\r\n",
+            "250-hi\r\n250 SIZE 10\r\n",
+            "552 5.3.4 Message too big\r\n",
+            "221 bye\r\n",
+        ]);
+        let err = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap_err();
         assert!(
-            matches!(&err, SubmitError::Permanent(t) if t.contains("554")),
+            matches!(&err, SubmitError::Permanent(t) if t.contains("MAIL FROM:<> SIZE=3: 552 5.3.4")),
             "{err:?}"
         );
     }
 
-    #[test]
-    fn a_silent_server_times_out() {
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let rcpts = ["a@b".to_string()];
-        let env = Envelope {
-            sender: "",
-            recipients: &rcpts,
-            data: b"x\r\n",
-        };
+        let env = envelope("", &rcpts, b"x\r\n");
         let timeouts = Timeouts {
             command: Duration::from_millis(200),
             ..Timeouts::default()
         };
-        let err = submit(addr, "localhost", &env, timeouts).unwrap_err();
-        assert!(matches!(err, SubmitError::Unreachable(_)), "{err:?}");
+        let err = submit(addr, "localhost", &env, timeouts).await.unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::Unreachable(t) if t.contains("timed out")),
+            "{err:?}"
+        );
         drop(listener);
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_unreachable() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let rcpts = ["a@b".to_string()];
+        let env = envelope("", &rcpts, b"x\r\n");
+        let err = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::Unreachable(t) if t.starts_with("cannot connect to the relay at")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_unreachable() {
+        let (addr, _server) = scripted(&["220 hi\r\n"]);
+        let rcpts = ["a@b".to_string()];
+        let env = envelope("", &rcpts, b"x\r\n");
+        let err = submit(addr, "localhost", &env, Timeouts::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SubmitError::Unreachable(_)), "{err:?}");
     }
 }

@@ -165,7 +165,8 @@ fn has_forbidden_bytes(line: &[u8]) -> bool {
     line.iter().any(|&b| matches!(b, b'\r' | b'\n' | b'\0')) || std::str::from_utf8(line).is_err()
 }
 
-/// Client text echoed in replies or headers, without control characters.
+/// Client text echoed in replies or headers: one line (control characters
+/// scrubbed), at most 255 characters.
 fn clean(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(255).collect()
+    relay_message::scrub(s).chars().take(255).collect()
 }

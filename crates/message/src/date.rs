@@ -1,9 +1,9 @@
 //! RFC 5322 dates (`Fri, 27 Nov 2026 04:41:40 +0000`) for the headers the
-//! relay adds, without a calendar dependency.
+//! relay and its tools write, without a calendar dependency.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Formats `t` in UTC as an RFC 5322 date-time.
+/// `t` in UTC as an RFC 5322 date-time, for `Date:` and `Received:`.
 pub fn rfc5322(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
