@@ -3,7 +3,8 @@
 //! Owns: listening sockets, per-connection checks (allowed networks,
 //! connection cap), the SMTP session state machine (smtp-proto parses
 //! commands; the DATA decoder is ours), limits, and the trace headers.
-//! Hands each complete message to a [`Store`] and answers `250` only after
+//! Hands each message to a [`Store`] (the body in chunks while it arrives,
+//! so memory does not grow with message size) and answers `250` only after
 //! the store says it is durable.
 //!
 //! Must not know: routing, SQLite, or anything about Postmark.
