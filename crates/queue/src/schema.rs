@@ -9,8 +9,8 @@ use crate::QueueError;
 /// File name of the database inside `queue.path`.
 pub const DB_FILE: &str = "queue.sqlite3";
 
-/// The schema as of [`VERSION`], for a new database.
-const SCHEMA: &str = "
+/// Version 1: the first release's tables (whole messages in `data`).
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     id              TEXT PRIMARY KEY,
     received_at     INTEGER NOT NULL,
@@ -23,9 +23,7 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER,
     lease_until     INTEGER,
-    last_error      TEXT,
-    head            BLOB NOT NULL DEFAULT x'',
-    chunks          INTEGER NOT NULL DEFAULT 0
+    last_error      TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (upstream, next_attempt_at);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -36,13 +34,7 @@ CREATE TABLE IF NOT EXISTS recipients (
     reply      TEXT,
     PRIMARY KEY (message_id, idx)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS chunks (
-    message_id TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    data       BLOB NOT NULL,
-    PRIMARY KEY (message_id, seq)
-);
-PRAGMA user_version = 2;
+PRAGMA user_version = 1;
 ";
 
 /// From version 1 (whole messages in `messages.data`): bodies may now come
@@ -83,11 +75,13 @@ pub fn open(folder: &Path) -> Result<Connection, QueueError> {
 /// one transaction; a newer schema is an error.
 pub fn migrate(conn: &Connection) -> Result<(), QueueError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?,
-        1 => conn.execute_batch(&format!("BEGIN IMMEDIATE; {V1_TO_V2} COMMIT;"))?,
-        VERSION => {}
+    // Each step takes the schema one version further, in one transaction.
+    let steps = match version {
+        0 => &[V1, V1_TO_V2][..],
+        1 => &[V1_TO_V2][..],
+        VERSION => return Ok(()),
         newer => return Err(QueueError::NewerSchema(newer)),
-    }
+    };
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {} COMMIT;", steps.concat()))?;
     Ok(())
 }
