@@ -124,7 +124,7 @@ fn a_full_queue_disk_gets_452_never_250_and_accepts_again_once_space_is_freed() 
 
     // Delivered intact, and nothing refused slipped through.
     t.set_down(false);
-    let got = settle(&t, sent.len(), Duration::from_secs(30));
+    let got = settle(&relay, &t, Duration::from_secs(30));
     let want: Vec<String> = sent.iter().map(|(tag, _)| tag.clone()).collect();
     assert_each_once(&got, &want);
     for (tag, body) in &sent {

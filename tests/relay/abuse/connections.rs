@@ -87,7 +87,7 @@ fn clients_beyond_max_connections_get_421_and_a_free_slot_still_works() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     assert_eq!(subject(&got[0]), "in-a-free-slot");
     drop(holders);

@@ -181,7 +181,10 @@ fn the_token_appears_nowhere_at_trace_level() {
         &message("traced"),
     );
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let queue = QueueDir::new(dir.path().join("queue"));
+    quiesce(&queue, &[&t], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}; output:\n{}", relay.text()));
+    let got = t.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(
         got[0].auth_user.as_deref(),
