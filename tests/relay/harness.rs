@@ -80,6 +80,8 @@ pub struct Relay {
     /// Its queue folder (`queue` in `dir`), for the `queue` commands.
     pub queue: QueueDir,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Reads the log until the relay's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How to start a relay: its config text and environment.
@@ -132,7 +134,7 @@ impl Relay {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -143,6 +145,7 @@ impl Relay {
             dir,
             queue: QueueDir::new(queue),
             logs,
+            reader: Some(reader),
         };
         let line = relay.wait_log("Listening for SMTP.", Duration::from_secs(20));
         let addr = line
@@ -256,8 +259,11 @@ impl Drop for Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() {
-            // Let the reader thread take the last lines.
-            std::thread::sleep(Duration::from_millis(50));
+            // The whole log: the reader ends when the dead relay's stderr
+            // closes.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
             if let Some(line) = self.logs().iter().find(|l| l.contains(TOKEN)) {
                 panic!("the token appeared in the log: {line}");
             }

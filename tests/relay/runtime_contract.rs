@@ -197,7 +197,7 @@ fn runs_like_the_image_non_root_env_only() {
     let logs = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = logs.clone();
     let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             sink.lock().unwrap().push(line);
         }
@@ -278,7 +278,8 @@ fn runs_like_the_image_non_root_env_only() {
         "{status:?}; log:\n{}",
         logs.lock().unwrap().join("\n")
     );
-    std::thread::sleep(Duration::from_millis(50));
+    // The whole log: the reader ends when the exited relay's stderr closes.
+    reader.join().unwrap();
     let logs = logs.lock().unwrap();
     assert!(logs.iter().any(|l| l.contains("Stopped.")));
     assert!(!logs.iter().any(|l| l.contains(TOKEN)), "token in the log");
