@@ -367,9 +367,9 @@ pub fn queue_id(reply: &str) -> String {
     reply.trim().rsplit(' ').next().unwrap().to_string()
 }
 
-/// How long every fake must have taken no new message before
-/// [`quiesce`] counts what arrived: a duplicate would come after the
-/// original, and not seconds later from a relay whose queue is empty.
+/// How long the fakes must take nothing new, with the queue empty, before
+/// [`quiesce`] returns: time for a late copy (a delivery still in flight,
+/// or one sent again) to show up before the test counts.
 pub const IDLE: Duration = Duration::from_secs(2);
 
 /// A queue folder, as `postmark-relay queue ...` reaches it.
@@ -451,9 +451,11 @@ pub fn quiesce(queue: &QueueDir, fakes: &[&FakePostmark], timeout: Duration) -> 
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "after {timeout:?}: {left} message(s) still waiting in the queue, upstreams got {now}"
-            ));
+            return Err(if left > 0 {
+                format!("after {timeout:?}, {left} message(s) still wait in the queue (upstreams got {now})")
+            } else {
+                format!("after {timeout:?}, the upstreams still take messages (got {now}) with the queue empty")
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
