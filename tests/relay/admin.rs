@@ -76,7 +76,8 @@ fn metrics_count_a_relayed_message_and_never_show_the_token() {
         &message("metrics"),
     );
     assert!(reply.starts_with("250"), "{reply}");
-    settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_each_once(&got, &["metrics".to_string()]);
     relay.wait_log("Message relayed.", Duration::from_secs(10));
 
     let (_, after) = get(admin, "/metrics");
@@ -188,7 +189,7 @@ fn readyz_is_503_with_an_account_token_and_200_after_a_reload_with_the_server_to
     std::fs::write(relay.dir.path().join("relay.toml"), config_with(TOKEN)).unwrap();
     relay.hup();
     relay.wait_log("Configuration reloaded", Duration::from_secs(10));
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "held message delivered {} times", got.len());
     wait_until("/readyz to go 200", Duration::from_secs(10), || {
         get(admin, "/readyz").0 == 200
@@ -238,7 +239,7 @@ fn a_reload_routes_waiting_messages_again_and_a_bad_reload_keeps_the_running_con
     relay.hup();
     let line = relay.wait_log("Configuration reloaded", Duration::from_secs(10));
     assert!(line.contains("rerouted=1"), "{line}");
-    let got = settle(&b, 1, Duration::from_secs(20));
+    let got = settle(&relay, &b, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "{:?}", relay.logs());
     assert_eq!(
         header_values(&got[0].data, "X-PM-Message-Stream"),

@@ -23,7 +23,7 @@ fn lettre_sends_a_message_that_arrives_upstream() {
     let response = mailer.send(&email).unwrap();
     assert!(response.is_positive());
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["from lettre".to_string()]);
     assert_eq!(got[0].mail_from, "app@example.com");
     assert_eq!(got[0].rcpt_to, ["u@example.net"]);
@@ -52,7 +52,7 @@ s.quit()\n";
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["from python".to_string()]);
     assert_eq!(got[0].mail_from, "py@example.com");
     assert_eq!(got[0].rcpt_to, ["u@example.net"]);
@@ -86,7 +86,7 @@ fn swaks_sends_a_message_that_arrives_upstream() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["from swaks".to_string()]);
     assert_eq!(got[0].mail_from, "swaks@example.com");
     assert_eq!(got[0].rcpt_to, ["u@example.net"]);

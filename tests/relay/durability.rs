@@ -16,12 +16,12 @@ fn thirty_messages_queued_before_kill_9_are_delivered_once_after_restart() {
     let dir = relay.kill9();
 
     t.set_down(false);
-    let _relay = Relay::start(Start {
+    let relay = Relay::start(Start {
         config,
         token: Some(TOKEN),
         dir: Some(dir),
     });
-    let got = settle(&t, 30, Duration::from_secs(25));
+    let got = settle(&relay, &t, Duration::from_secs(25));
     assert_each_once(&got, &subjects);
 }
 
@@ -41,12 +41,12 @@ fn sigterm_exits_0_and_mail_accepted_before_it_is_delivered_exactly_once_overall
     let status = relay.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    let _relay = Relay::start(Start {
+    let relay = Relay::start(Start {
         config,
         token: Some(TOKEN),
         dir: Some(dir),
     });
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["term".to_string()]);
 }
 
@@ -75,11 +75,11 @@ fn sigterm_with_the_upstream_down_exits_0_and_the_queued_mail_goes_out_after_res
     );
 
     t.set_down(false);
-    let _relay = Relay::start(Start {
+    let relay = Relay::start(Start {
         config,
         token: Some(TOKEN),
         dir: Some(dir),
     });
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["waiting".to_string()]);
 }

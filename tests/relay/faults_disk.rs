@@ -3,40 +3,77 @@
 //! not stored), the daemon keeps serving, accepts again once space is
 //! freed, and what it had accepted before is delivered byte for byte.
 //!
-//! Needs root (to mount the tmpfs), as the tests and CI run; a failed mount
-//! fails the test rather than skipping it.
+//! No root needed: the relay runs in a user and mount namespace of its own
+//! (`unshare --user --map-root-user --mount`, which any user may create on
+//! Debian), where it mounts the tmpfs over its queue folder before it
+//! starts; the tmpfs goes away with the relay. The test reaches that file
+//! system through `/proc/<pid>/root`, the relay's view of the file tree.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::*;
 
-/// A tmpfs mounted for the test; unmounted (lazily, so a still-open file
-/// cannot keep it busy) when dropped.
-struct Tmpfs(PathBuf);
+/// Mounts a `size` tmpfs over the queue folder, then runs the rest of the
+/// command line (the relay): `sh -c SCRIPT sh SIZE FOLDER RELAY...`.
+const MOUNT_THEN_EXEC: &str = r#"mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@""#;
 
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs failed ({status}): the disk-full test needs root"
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+/// Starts a relay on `start` whose queue folder is a fresh `size` tmpfs
+/// in its own mount namespace, which its `queue` commands enter; returns
+/// it and the queue folder as this process reaches it.
+fn relay_on_tmpfs(start: Start<'_>, size: &str) -> (Relay, PathBuf) {
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(
+        probe.status.success(),
+        "this test mounts its tmpfs in a user namespace, which this system refuses ({}): \
+         enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, \
+         user.max_user_namespaces > 0) or run the tests as root",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+    let dir = start.dir.clone().expect("a folder to mount the queue in");
+    let queue = dir.path().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let args = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--",
+        "sh",
+        "-c",
+        MOUNT_THEN_EXEC,
+        "sh",
+        size,
+    ];
+    let wrapper: Vec<&OsStr> = args
+        .iter()
+        .map(OsStr::new)
+        .chain([queue.as_os_str()])
+        .collect();
+    let mut relay = Relay::start_under(start, &wrapper);
+    let pid = relay.pid().to_string();
+    // SQLite resolves /proc/<pid>/root to "/" (it follows symlinks by
+    // name), so `queue` commands run inside the namespaces instead.
+    relay.queue.enter = [
+        "nsenter",
+        "--target",
+        &pid,
+        "--user",
+        "--mount",
+        "--preserve-credentials",
+        "--",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    let seen_here = PathBuf::from(format!("/proc/{pid}/root{}", queue.display()));
+    (relay, seen_here)
 }
 
 /// Writes 64 KiB blocks to `path` until the file system is full; returns
@@ -70,14 +107,14 @@ fn big_message(tag: &str, size: usize) -> Vec<u8> {
 fn a_full_queue_disk_gets_452_never_250_and_accepts_again_once_space_is_freed() {
     let (t, b) = (fake(), fake());
     t.set_down(true);
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let queue_dir = dir.path().join("queue");
-    let tmpfs = Tmpfs::mount(&queue_dir, "16m");
-    let mut relay = Relay::start(Start {
-        config: config_for(&t, &b, ""),
-        token: Some(TOKEN),
-        dir: Some(dir.clone()),
-    });
+    let (mut relay, queue) = relay_on_tmpfs(
+        Start {
+            config: config_for(&t, &b, ""),
+            token: Some(TOKEN),
+            dir: Some(Arc::new(tempfile::tempdir().unwrap())),
+        },
+        "16m",
+    );
     let from = "app@example.com";
     let to = ["u@example.net"];
 
@@ -92,7 +129,7 @@ fn a_full_queue_disk_gets_452_never_250_and_accepts_again_once_space_is_freed() 
     }
 
     // Full: every message bigger than the WAL's free room is refused.
-    let filler = queue_dir.join("filler");
+    let filler = queue.join("filler");
     let filled = fill(&filler);
     let mut refused = Vec::new();
     for i in 0..3 {
@@ -124,7 +161,7 @@ fn a_full_queue_disk_gets_452_never_250_and_accepts_again_once_space_is_freed() 
 
     // Delivered intact, and nothing refused slipped through.
     t.set_down(false);
-    let got = settle(&t, sent.len(), Duration::from_secs(30));
+    let got = settle(&relay, &t, Duration::from_secs(30));
     let want: Vec<String> = sent.iter().map(|(tag, _)| tag.clone()).collect();
     assert_each_once(&got, &want);
     for (tag, body) in &sent {
@@ -141,6 +178,4 @@ fn a_full_queue_disk_gets_452_never_250_and_accepts_again_once_space_is_freed() 
         refused.len(),
         got.len()
     );
-    drop(relay);
-    drop(tmpfs);
 }

@@ -1,10 +1,11 @@
 //! Runs the real `postmark-relay` binary against fake Postmark upstreams,
 //! over real sockets, and gives tests a small SMTP client.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,11 @@ pub struct Relay {
     child: Child,
     pub addr: SocketAddr,
     pub dir: Arc<tempfile::TempDir>,
+    /// Its queue folder (`queue` in `dir`), for the `queue` commands.
+    pub queue: QueueDir,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Reads the log until the relay's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How to start a relay: its config text and environment.
@@ -90,17 +95,33 @@ pub struct Start<'a> {
 impl Relay {
     /// Starts the binary and waits until it listens.
     pub fn start(start: Start<'_>) -> Relay {
+        Relay::start_under(start, &[])
+    }
+
+    /// Starts the binary as the last argument of `wrapper` (a program and
+    /// its arguments that end by exec'ing the rest of their command line;
+    /// empty: the binary itself), and waits until it listens.
+    pub fn start_under(start: Start<'_>, wrapper: &[&OsStr]) -> Relay {
         let dir = start
             .dir
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let config_path = dir.path().join("relay.toml");
         std::fs::write(&config_path, &start.config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
+        let queue = dir.path().join("queue");
+        let bin = OsStr::new(env!("CARGO_BIN_EXE_postmark-relay"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("-c")
             .arg(&config_path)
             .env_remove("RUST_LOG")
-            .env("POSTMARK_RELAY_QUEUE__PATH", dir.path().join("queue"))
+            .env("POSTMARK_RELAY_QUEUE__PATH", &queue)
             .env("POSTMARK_RELAY_LOG__LEVEL", "info,relay_delivery=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,7 +134,7 @@ impl Relay {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -122,7 +143,9 @@ impl Relay {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
             dir,
+            queue: QueueDir::new(queue),
             logs,
+            reader: Some(reader),
         };
         let line = relay.wait_log("Listening for SMTP.", Duration::from_secs(20));
         let addr = line
@@ -204,6 +227,21 @@ impl Relay {
         }
     }
 
+    /// `postmark-relay queue ARGS` against this relay's queue.
+    pub fn queue_cli(&self, args: &[&str]) -> Output {
+        self.queue.cli(args)
+    }
+
+    /// `queue list --json`, parsed (panics unless the command succeeds).
+    pub fn queue_list(&self) -> Vec<serde_json::Value> {
+        let out = self.queue_cli(&["list", "--json"]);
+        assert!(out.status.success(), "queue list --json: {out:?}");
+        match serde_json::from_slice(&out.stdout).unwrap() {
+            serde_json::Value::Array(messages) => messages,
+            other => panic!("queue list --json: not one JSON array: {other}"),
+        }
+    }
+
     /// Log lines that mention queue id `id` and contain `needle`.
     pub fn count_log_for(&self, id: &str, needle: &str) -> usize {
         let field = format!("queue_id={id}");
@@ -221,8 +259,11 @@ impl Drop for Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() {
-            // Let the reader thread take the last lines.
-            std::thread::sleep(Duration::from_millis(50));
+            // The whole log: the reader ends when the dead relay's stderr
+            // closes.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
             if let Some(line) = self.logs().iter().find(|l| l.contains(TOKEN)) {
                 panic!("the token appeared in the log: {line}");
             }
@@ -326,14 +367,112 @@ pub fn queue_id(reply: &str) -> String {
     reply.trim().rsplit(' ').next().unwrap().to_string()
 }
 
-/// Waits up to `timeout` for `fake` to hold `n` messages, then a moment
-/// more to catch duplicates; returns them all.
-pub fn settle(fake: &FakePostmark, n: usize, timeout: Duration) -> Vec<Received> {
-    let got = fake.wait_for(n, timeout);
-    if got.len() >= n {
-        std::thread::sleep(Duration::from_millis(300));
+/// How long the fakes must take nothing new, with the queue empty, before
+/// [`quiesce`] returns: time for a late copy (a delivery still in flight,
+/// or one sent again) to show up before the test counts.
+pub const IDLE: Duration = Duration::from_secs(2);
+
+/// A queue folder, as `postmark-relay queue ...` reaches it.
+#[derive(Debug, Clone)]
+pub struct QueueDir {
+    /// The folder, as the relay sees it.
+    pub path: PathBuf,
+    /// A command that runs the rest of its command line where the relay's
+    /// files are (e.g. `nsenter` into its mount namespace); empty: here.
+    pub enter: Vec<OsString>,
+}
+
+impl QueueDir {
+    /// The queue in `path`, on this process's file system.
+    pub fn new(path: PathBuf) -> QueueDir {
+        QueueDir {
+            path,
+            enter: Vec::new(),
+        }
     }
+
+    /// Runs `postmark-relay queue ARGS` against it (with nothing from the
+    /// test's environment that configures it).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("queue.toml");
+        let path = self.path.display().to_string();
+        std::fs::write(&config, format!("[queue]\npath = {path:?}\n")).unwrap();
+        cli_command(&self.enter)
+            .arg("queue")
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .expect("postmark-relay runs")
+    }
+
+    /// Messages that delivery still has to handle (`queued` + `deferred`
+    /// in `queue stats --json`: failed messages stay, but are never sent).
+    pub fn waiting(&self) -> Result<u64, String> {
+        let out = self.cli(&["stats", "--json"]);
+        if !out.status.success() {
+            return Err(format!(
+                "queue stats --json: {:?}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let stats: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| format!("queue stats --json: {e}"))?;
+        let count = |state: &str| stats["by_state"][state].as_u64();
+        match (count("queued"), count("deferred")) {
+            (Some(queued), Some(deferred)) => Ok(queued + deferred),
+            _ => Err(format!("queue stats --json without counts: {stats}")),
+        }
+    }
+}
+
+/// The one wait before counting what the upstreams got: until the queue
+/// at `queue` holds nothing waiting (every message delivered or failed)
+/// and then no fake in `fakes` has taken a new message for [`IDLE`] with
+/// the queue still empty. Errs with what was still waiting after
+/// `timeout` (plus [`IDLE`]).
+pub fn quiesce(queue: &QueueDir, fakes: &[&FakePostmark], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout + IDLE;
+    let received = || fakes.iter().map(|f| f.messages().len()).sum::<usize>();
+    let mut seen = received();
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        let now = received();
+        if now != seen {
+            seen = now;
+            quiet_since = None;
+        }
+        let left = queue.waiting()?;
+        if left > 0 {
+            quiet_since = None;
+        } else if quiet_since.get_or_insert_with(Instant::now).elapsed() >= IDLE {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(if left > 0 {
+                format!("after {timeout:?}, {left} message(s) still wait in the queue (upstreams got {now})")
+            } else {
+                format!("after {timeout:?}, the upstreams still take messages (got {now}) with the queue empty")
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`quiesce`] on `relay`'s queue and `fake`; returns what `fake` got.
+/// Panics with the relay's log if the queue does not drain in `timeout`.
+pub fn settle(relay: &Relay, fake: &FakePostmark, timeout: Duration) -> Vec<Received> {
+    settle_all(relay, &[fake], timeout);
     fake.messages()
+}
+
+/// [`quiesce`] on `relay`'s queue and every fake in `fakes`.
+pub fn settle_all(relay: &Relay, fakes: &[&FakePostmark], timeout: Duration) {
+    if let Err(e) = quiesce(&relay.queue, fakes, timeout) {
+        panic!("{e}; log:\n{}", relay.logs().join("\n"));
+    }
 }
 
 /// The client's part of a relayed message (after the headers we add).
@@ -401,15 +540,34 @@ pub fn assert_each_once(got: &[Received], want: &[String]) {
 
 /// Runs `postmark-relay ARGS -c CONFIG` with no token or overrides from the
 /// test's environment, and returns its output.
-pub fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
-    cmd.args(args).arg("-c").arg(config).env_remove("RUST_LOG");
+pub fn run_cli(args: &[&str], config: &Path) -> Output {
+    cli_command(&[])
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("postmark-relay runs")
+}
+
+/// The binary (after `enter`, a command prefix; see [`QueueDir`]), with
+/// nothing from the test's environment that configures it.
+fn cli_command(enter: &[OsString]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_postmark-relay");
+    let mut cmd = match enter.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    };
+    cmd.env_remove("RUST_LOG");
     for (key, _) in std::env::vars() {
         if key.starts_with("POSTMARK_") {
             cmd.env_remove(key);
         }
     }
-    cmd.output().expect("postmark-relay runs")
+    cmd
 }
 
 /// How a [`try_send`] error starts when the whole message was sent but no

@@ -45,7 +45,7 @@ fn max_message_size_refuses_a_declared_size_and_an_oversize_body_then_takes_a_go
     assert!(r.starts_with("250"), "good message: {r}");
     c.cmd("QUIT");
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &["small".to_string()]);
 }
 

@@ -13,7 +13,7 @@ fn twenty_messages_on_separate_connections_reuse_at_most_two_upstream_sessions()
     let subjects: Vec<String> = (0..20).map(|i| format!("pooled-{i}")).collect();
     send_concurrently(relay.addr, &subjects, 4);
 
-    let got = settle(&t, 20, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_each_once(&got, &subjects);
     assert!(
         t.logins() <= 2,
@@ -32,7 +32,7 @@ fn a_message_to_120_recipients_goes_up_in_batches_of_at_most_50() {
     let reply = send(relay.addr, "app@example.com", &refs, &message("many"));
     assert!(reply.starts_with("250"), "{reply}");
 
-    let got = settle(&t, 3, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for m in &got {
         assert!(

@@ -14,7 +14,7 @@ fn a_message_arrives_byte_for_byte_over_starttls_with_the_token_as_user_and_pass
     assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
     let id = queue_id(&reply);
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "delivered {} times", got.len());
     let m = &got[0];
     assert!(m.tls, "relayed without TLS");

@@ -31,7 +31,7 @@ fn root_at_localhost_is_rewritten_and_delivered_with_the_original_kept() {
     assert!(reply.starts_with("250"), "{reply}");
     let id = queue_id(&reply);
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "{:#?}", relay.logs());
     let m = &got[0];
     assert_eq!(m.mail_from, "noreply@example.com");
@@ -66,7 +66,7 @@ fn a_verified_sender_arrives_byte_identical_to_a_run_without_rewriting() {
         let body = message("verified");
         let reply = send(relay.addr, "app@example.com", &["u@example.net"], &body);
         assert!(reply.starts_with("250"), "{reply}");
-        let got = settle(&t, 1, Duration::from_secs(20));
+        let got = settle(&relay, &t, Duration::from_secs(20));
         assert_eq!(got.len(), 1);
         assert_eq!(relay.count_log("Sender rewritten."), 0);
         got.into_iter().next().unwrap()
@@ -101,7 +101,7 @@ upstream = \"broadcast\"
     let relay = relay_for(&t, &b, &rule);
     let reply = send(relay.addr, "root@localhost", &["ops@example.net"], CRON);
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&b, 1, Duration::from_secs(20));
+    let got = settle(&relay, &b, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "{:#?}", relay.logs());
     assert_eq!(got[0].mail_from, "noreply@example.com");
     assert!(t.messages().is_empty(), "went to transactional");

@@ -27,12 +27,7 @@ fn route(sender: &str, body: &[u8]) -> (Option<Received>, Option<Received>) {
     let relay = relay_for(&t, &b, NEWSLETTER_RULE);
     let reply = send(relay.addr, sender, &["u@example.net"], body);
     assert!(reply.starts_with("250"), "{reply}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while t.messages().is_empty() && b.messages().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "nothing delivered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    settle_all(&relay, &[&t, &b], Duration::from_secs(20));
     let (tm, bm) = (t.messages(), b.messages());
     assert!(
         tm.len() + bm.len() == 1,

@@ -92,7 +92,7 @@ last\n";
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     let m = &got[0];
     assert_eq!(m.mail_from, "shop@example.com");
@@ -142,7 +142,7 @@ fn explicit_recipients_and_f_set_the_envelope_and_a_lone_dot_ends_input() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     let m = &got[0];
     assert_eq!(m.mail_from, "bounce@example.com");
@@ -171,7 +171,7 @@ fn invoked_through_a_sendmail_symlink_with_c() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     // No -f and no -t: the local user at server.hostname, also in From:.
     assert_eq!(got[0].mail_from, "tester@relay.test");
@@ -213,7 +213,9 @@ fn too_many_recipients_is_temporary_75_and_nothing_is_sent() {
     );
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     assert!(stderr(&out).contains("452 4.5.3"), "{}", stderr(&out));
-    assert!(settle(&t, 1, Duration::from_secs(2)).is_empty());
+    // Nothing stored, so nothing can ever go upstream.
+    assert_eq!(relay.queue_list(), Vec::<serde_json::Value>::new());
+    assert!(settle(&relay, &t, Duration::from_secs(20)).is_empty());
 }
 
 #[test]

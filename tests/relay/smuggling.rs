@@ -62,7 +62,7 @@ fn end_of_data_look_alikes_do_not_end_the_message_or_smuggle_a_second_one() {
         assert!(reply.starts_with("250"), "payload {payload:?}: {reply}");
         // Only one reply to one DATA: had the look-alike ended the message,
         // the smuggled commands would have been answered (and queued) too.
-        let got = settle(&t, i + 1, Duration::from_secs(20));
+        let got = settle(&relay, &t, Duration::from_secs(20));
         assert_eq!(
             got.len(),
             i + 1,
@@ -102,7 +102,7 @@ fn bare_lf_lines_arrive_upstream_as_crlf() {
         b"Subject: x\nline\n\r\n",
     );
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     let data = &got[0].data;
     for (i, byte) in data.iter().enumerate() {
@@ -150,7 +150,7 @@ fn crlf_dot_at_the_end_of_the_connection_is_not_an_end_of_data() {
         &message("whole"),
     );
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(subject(&got[0]), "whole");
 }

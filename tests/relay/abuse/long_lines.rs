@@ -32,7 +32,7 @@ fn a_64_mib_line_is_refused_without_buffering_it() {
         &message("warm-up"),
     );
     assert!(reply.starts_with("250"), "{reply}");
-    assert_eq!(settle(&t, 1, Duration::from_secs(20)).len(), 1);
+    assert_eq!(settle(&relay, &t, Duration::from_secs(20)).len(), 1);
     let before = rss(pid);
     reset_peak(pid);
 
@@ -75,7 +75,7 @@ fn a_64_mib_line_is_refused_without_buffering_it() {
         peak_growth < 16 * MB,
         "peak RSS grew by {peak_growth} bytes"
     );
-    let got = settle(&t, 2, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 2, "only the two normal messages go upstream");
     assert!(!relay.logs().iter().any(|l| l.contains("panicked")));
 }

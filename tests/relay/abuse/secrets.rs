@@ -60,6 +60,8 @@ fn assert_no_token(what: &str, text: &str) {
 struct TracedRelay {
     child: Child,
     output: Arc<Mutex<Vec<String>>>,
+    /// Read stdout and stderr until they close.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl TracedRelay {
@@ -81,9 +83,10 @@ impl TracedRelay {
         let output = Arc::new(Mutex::new(Vec::new()));
         let stdout: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let stderr: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let mut readers = Vec::new();
         for pipe in [stdout, stderr] {
             let sink = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 // Lossy: a trace line may carry raw bytes.
                 let mut reader = BufReader::new(pipe);
                 let mut line = Vec::new();
@@ -93,9 +96,13 @@ impl TracedRelay {
                         .push(String::from_utf8_lossy(&line).into_owned());
                     line.clear();
                 }
-            });
+            }));
         }
-        TracedRelay { child, output }
+        TracedRelay {
+            child,
+            output,
+            readers,
+        }
     }
 
     /// The `address=` of the first line containing `needle`.
@@ -127,11 +134,13 @@ impl TracedRelay {
         self.output.lock().unwrap().concat()
     }
 
-    /// Stops it and returns everything it printed.
+    /// Stops it and returns everything it printed (read to the end).
     fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
         self.text()
     }
 }
@@ -181,7 +190,10 @@ fn the_token_appears_nowhere_at_trace_level() {
         &message("traced"),
     );
     assert!(reply.starts_with("250"), "{reply}");
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let queue = QueueDir::new(dir.path().join("queue"));
+    quiesce(&queue, &[&t], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}; output:\n{}", relay.text()));
+    let got = t.messages();
     assert_eq!(got.len(), 1);
     assert_eq!(
         got[0].auth_user.as_deref(),
