@@ -43,7 +43,7 @@ fn a_folded_line_that_looks_like_a_date_does_not_stop_the_relay_adding_one() {
     let reply = send(relay.addr, "app@example.com", &["u@example.net"], body);
     assert!(reply.starts_with("250"), "{reply}");
 
-    let got = settle(&t, 1, Duration::from_secs(20));
+    let got = settle(&relay, &t, Duration::from_secs(20));
     assert_eq!(got.len(), 1);
     let m = &got[0];
     let dates = header_values(&m.data, "Date");
