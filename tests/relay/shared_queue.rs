@@ -142,3 +142,47 @@ fn a_database_outage_under_load_costs_452s_but_no_acknowledged_message() {
     );
     assert_password_hidden(&relay);
 }
+
+/// A replica killed with `kill -9` while it holds messages (its upstream
+/// connection hangs before the greeting): another replica delivers them
+/// once `queue.lease` has passed, not before, each exactly once.
+#[test]
+fn a_replica_killed_mid_delivery_leaves_its_messages_to_another_after_the_lease() {
+    let pg = TestPostgres::start();
+    let (t, b) = (fake(), fake());
+    let config = shared_config(&t, &b, &pg);
+    t.delay_next_greetings(1, Duration::from_secs(120));
+    let first = relay_with(config.clone());
+    let subjects: Vec<String> = (0..3).map(|i| format!("killed-{i}")).collect();
+    for subject in &subjects {
+        let reply = send(
+            first.addr,
+            "app@example.com",
+            &["u@example.net"],
+            &message(subject),
+        );
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    // The first connection hangs waiting for its greeting: the replica
+    // holds at least one message under lease.
+    wait_until(
+        "a connection to the upstream",
+        Duration::from_secs(20),
+        || t.connections() >= 1,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_password_hidden(&first);
+    first.kill9();
+    let killed = std::time::Instant::now();
+    let second = relay_with(config);
+    let got = settle(&t, subjects.len(), Duration::from_secs(60));
+    assert_each_once(&got, &subjects);
+    // Leases are renewed every quarter lease (5 s), so the last one ran
+    // out at least 3.75 s after the kill.
+    assert!(
+        killed.elapsed() >= Duration::from_secs(3),
+        "delivered {:?} after the kill: before the lease ran out",
+        killed.elapsed()
+    );
+    assert_password_hidden(&second);
+}
