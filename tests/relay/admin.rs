@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// A config like `config_for`'s, with the admin endpoint on a free port.
-fn with_admin(config: String) -> String {
+pub(crate) fn with_admin(config: String) -> String {
     config.replace("listen = \"\"", "listen = \"127.0.0.1:0\"")
 }
 
-fn admin_addr(relay: &mut Relay) -> SocketAddr {
+pub(crate) fn admin_addr(relay: &mut Relay) -> SocketAddr {
     let line = relay.wait_log("Admin endpoint listening", Duration::from_secs(10));
     let addr = line
         .split("address=")
@@ -23,7 +23,7 @@ fn admin_addr(relay: &mut Relay) -> SocketAddr {
 }
 
 /// GET `path`; returns (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let (status, _, body) = request(addr, "GET", path);
     (status, body)
 }
@@ -48,7 +48,7 @@ fn metric(body: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

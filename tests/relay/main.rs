@@ -27,4 +27,5 @@ mod rewrite;
 mod routing;
 mod runtime_contract;
 mod sendmail;
+mod shared_queue;
 mod smuggling;

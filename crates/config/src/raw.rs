@@ -96,18 +96,37 @@ impl Default for RawServer {
     }
 }
 
-/// `[queue]`.
+/// `[queue]`. `path` is the embedded store's; `url` to `lease` are the
+/// shared (PostgreSQL) store's. An empty string means "not set".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawQueue {
     #[serde(deserialize_with = "lenient::text")]
+    pub backend: String,
+    #[serde(deserialize_with = "lenient::text")]
     pub path: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub url: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub url_file: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub ca_file: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub schema: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub lease: String,
 }
 
 impl Default for RawQueue {
     fn default() -> Self {
         RawQueue {
+            backend: "sqlite".into(),
             path: "/var/spool/postmark-relay".into(),
+            url: String::new(),
+            url_file: String::new(),
+            ca_file: String::new(),
+            schema: "postmark_relay".into(),
+            lease: "2m".into(),
         }
     }
 }

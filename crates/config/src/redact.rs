@@ -7,7 +7,7 @@ use crate::raw::{
     RawServer, RawUpstream,
 };
 use crate::units::{format_duration, format_size};
-use crate::{Config, LogFormat, Secret, TlsMode};
+use crate::{Config, LogFormat, QueueBackend, Secret, TlsMode};
 
 /// Shown instead of a token that is set.
 const REDACTED: &str = "***";
@@ -38,7 +38,28 @@ fn to_raw(config: &Config) -> RawConfig {
             allow_open_relay: server.allow_open_relay,
         },
         queue: RawQueue {
+            backend: match config.queue.backend {
+                QueueBackend::Sqlite => "sqlite",
+                QueueBackend::Postgres => "postgres",
+            }
+            .into(),
             path: config.queue.path.display().to_string(),
+            url: config
+                .queue
+                .url
+                .as_ref()
+                .map(|url| redact_url(url.expose()))
+                .unwrap_or_default(),
+            // The URL it held is shown (password redacted) above.
+            url_file: String::new(),
+            ca_file: config
+                .queue
+                .ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            schema: config.queue.schema.clone(),
+            lease: format_duration(config.queue.lease),
         },
         postmark: RawPostmark {
             server_token: redact(config.postmark.server_token.as_ref()),
@@ -113,6 +134,37 @@ fn to_raw(config: &Config) -> RawConfig {
 
 fn redact(token: Option<&Secret>) -> String {
     token.map(|_| REDACTED.to_owned()).unwrap_or_default()
+}
+
+/// A PostgreSQL URL with its password (in the user part or a `password=`
+/// parameter) replaced by `***`; the rest is shown, since it tells which
+/// database the relay uses.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:{REDACTED}@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}={REDACTED}")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 fn tls_name(tls: TlsMode) -> &'static str {

@@ -38,9 +38,10 @@ impl Provider for EnvKeys {
     }
 }
 
-/// Token variables (`POSTMARK_RELAY_POSTMARK__SERVER_TOKEN`,
-/// `POSTMARK_RELAY_UPSTREAMS__<NAME>__SERVER_TOKEN`) as plain strings:
-/// figment's `Env` would turn `0123` into the number 123.
+/// Secret variables (`POSTMARK_RELAY_POSTMARK__SERVER_TOKEN`,
+/// `POSTMARK_RELAY_UPSTREAMS__<NAME>__SERVER_TOKEN`,
+/// `POSTMARK_RELAY_QUEUE__URL`) as plain strings: figment's `Env` would
+/// turn `0123` into the number 123, and might read a URL as something else.
 pub(crate) struct EnvTokens;
 
 impl Provider for EnvTokens {
@@ -103,6 +104,7 @@ fn env_metadata() -> Metadata {
 
 fn is_token_key(lowercase_key: &str) -> bool {
     lowercase_key == "postmark__server_token"
+        || lowercase_key == "queue__url"
         || (lowercase_key.starts_with("upstreams__") && lowercase_key.ends_with("__server_token"))
 }
 

@@ -88,7 +88,12 @@ fn defaults_equal_design() {
                 allow_open_relay: false,
             },
             queue: Queue {
+                backend: QueueBackend::Sqlite,
                 path: PathBuf::from("/var/spool/postmark-relay"),
+                url: None,
+                ca_file: None,
+                schema: "postmark_relay".into(),
+                lease: Duration::from_secs(120),
             },
             postmark: Postmark { server_token: None },
             upstreams: BTreeMap::from([
@@ -715,4 +720,107 @@ fn an_open_relay_is_refused_unless_allowed_explicitly() {
         );
         load_ok(jail, Some("loopback.toml"));
     });
+}
+
+const DB_URL: &str = "postgres://relay:db-pa55word@db.example:5432/relay?sslmode=require";
+
+#[test]
+fn postgres_queue_from_env_url_is_a_secret() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[queue]\nbackend = \"postgres\"\nschema = \"relay_q\"\nlease = \"30s\"\n",
+        );
+        jail.set_env("POSTMARK_RELAY_QUEUE__URL", DB_URL);
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(config.queue.backend, QueueBackend::Postgres);
+        assert_eq!(config.queue.url.as_ref().map(Secret::expose), Some(DB_URL));
+        assert_eq!(config.queue.schema, "relay_q");
+        assert_eq!(config.queue.lease, Duration::from_secs(30));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("db-pa55word"), "{debug}");
+        let text = to_redacted_toml(&config);
+        assert!(!text.contains("db-pa55word"), "{text}");
+        assert!(
+            text.contains("url = \"postgres://relay:***@db.example:5432/relay?sslmode=require\""),
+            "{text}"
+        );
+        assert!(text.contains("backend = \"postgres\""), "{text}");
+
+        jail.clear_env();
+        file(jail, "printed.toml", &text);
+        let reloaded = load_ok(jail, Some("printed.toml"));
+        let mut expected = config.clone();
+        expected.queue.url = Some(Secret::new(
+            "postgres://relay:***@db.example:5432/relay?sslmode=require",
+        ));
+        assert_eq!(reloaded, expected);
+    });
+}
+
+#[test]
+fn postgres_queue_url_from_file() {
+    jail(|jail| {
+        file(jail, "db-url", &format!("{DB_URL}\n"));
+        file(
+            jail,
+            "relay.toml",
+            "[queue]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(config.queue.url.as_ref().map(Secret::expose), Some(DB_URL));
+    });
+}
+
+#[test]
+fn postgres_queue_without_url_names_backend_and_source() {
+    jail(|jail| {
+        file(jail, "relay.toml", "[queue]\nbackend = \"postgres\"\n");
+        let err = load_err(jail, Some("relay.toml"));
+        let p = problem(&err, "queue.backend");
+        assert!(p.source.ends_with("relay.toml"), "{p}");
+        assert!(p.message.contains("queue.url"), "{p}");
+    });
+}
+
+#[test]
+fn bad_queue_keys_are_each_reported_without_the_password() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[queue]\nbackend = \"mysql\"\nschema = \"Bad-Name\"\nlease = \"soon\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        );
+        jail.set_env(
+            "POSTMARK_RELAY_QUEUE__URL",
+            "mysql://relay:db-pa55word@db/relay",
+        );
+        let err = load_err(jail, Some("relay.toml"));
+        for key in [
+            "queue.backend",
+            "queue.schema",
+            "queue.lease",
+            "queue.ca_file",
+        ] {
+            assert!(problem(&err, key).source.ends_with("relay.toml"), "{key}");
+        }
+        let url = problem(&err, "queue.url");
+        assert_eq!(url.source, "POSTMARK_RELAY_QUEUE__URL", "{url}");
+        assert!(!err.to_string().contains("db-pa55word"), "{err}");
+    });
+}
+
+#[test]
+fn url_redaction_covers_user_part_and_parameter() {
+    use crate::redact::redact_url;
+    assert_eq!(
+        redact_url("postgres://u:p%40ss@h:5/d?sslmode=require"),
+        "postgres://u:***@h:5/d?sslmode=require"
+    );
+    assert_eq!(
+        redact_url("postgresql://u@h/d?password=x&sslmode=disable"),
+        "postgresql://u@h/d?password=***&sslmode=disable"
+    );
+    assert_eq!(redact_url("postgres://h"), "postgres://h");
 }

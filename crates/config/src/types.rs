@@ -53,8 +53,30 @@ pub struct Server {
 /// `[queue]`: where the durable store lives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queue {
-    /// Folder holding the SQLite store (created if missing).
+    /// Which store `serve` uses.
+    pub backend: QueueBackend,
+    /// Folder holding the SQLite store (created if missing); `sqlite` only.
     pub path: PathBuf,
+    /// The PostgreSQL URL (from `url`, `POSTMARK_RELAY_QUEUE__URL` or
+    /// `url_file`); always set when `backend` is `Postgres`. Its password
+    /// must never print, so the whole URL is a [`Secret`].
+    pub url: Option<Secret>,
+    /// Extra PEM roots for the database's certificate (`sslmode=require`).
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL schema holding the relay's tables.
+    pub schema: String,
+    /// How long a claimed message stays with one replica if that replica
+    /// stops renewing it (it died); then another takes it.
+    pub lease: Duration,
+}
+
+/// Where the queue is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// Embedded SQLite in `queue.path`: one relay.
+    Sqlite,
+    /// PostgreSQL at `queue.url`, shared by every relay given the same URL.
+    Postgres,
 }
 
 /// `[postmark]`: account-wide settings.

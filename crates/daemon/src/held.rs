@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_queue::{Queue, SqliteQueue};
+use relay_queue::{AnyQueue, Queue};
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::Supervisor;
@@ -14,7 +14,7 @@ const REMINDER_EVERY: Duration = Duration::from_secs(300);
 
 /// Says, at start and then every [`REMINDER_EVERY`], which upstreams hold
 /// mail for want of a token and how much waits for them.
-pub async fn remind(supervisor: Arc<Supervisor>, queue: SqliteQueue, shutdown: CancellationToken) {
+pub async fn remind(supervisor: Arc<Supervisor>, queue: AnyQueue, shutdown: CancellationToken) {
     loop {
         let held = supervisor.held();
         if !held.is_empty() {

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use relay_config::QueueBackend;
 use relay_config::{Config, Loaded};
-use relay_queue::{RetryPolicy, SqliteQueue};
+use relay_queue::{AnyQueue, PgQueue, PgSettings, RetryPolicy, SqliteQueue};
 use relay_routing::{Router, SenderRewrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,13 @@ pub enum StartError {
         path: PathBuf,
         source: relay_queue::QueueError,
     },
+    /// The shared queue cannot be reached or set up. Never names the URL:
+    /// it holds the password.
+    #[error("opening the shared queue (queue.url, schema {schema}): {source}")]
+    SharedQueue {
+        schema: String,
+        source: relay_queue::QueueError,
+    },
     /// No `server.listen` address could be bound.
     #[error(transparent)]
     Listen(#[from] relay_inbound::BindError),
@@ -84,12 +92,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
         });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
 
-    let queue = SqliteQueue::open(&config.queue.path, retry_policy(&config)).map_err(|source| {
-        StartError::Queue {
-            path: config.queue.path.clone(),
-            source,
-        }
-    })?;
+    let queue = open_queue(&config).await?;
     let listeners = relay_inbound::bind(&config.server.listen).await?;
     let admin_listener = match config.admin.listen {
         Some(address) => Some(
@@ -175,6 +178,36 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
     }
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// The store `queue.backend` names.
+async fn open_queue(config: &Config) -> Result<AnyQueue, StartError> {
+    let policy = retry_policy(config);
+    let queue = &config.queue;
+    match (queue.backend, &queue.url) {
+        (QueueBackend::Postgres, Some(url)) => {
+            let settings = PgSettings {
+                url: url.expose().to_string(),
+                ca_file: queue.ca_file.clone(),
+                schema: queue.schema.clone(),
+                lease: queue.lease,
+            };
+            PgQueue::open(&settings, policy)
+                .await
+                .map(AnyQueue::Postgres)
+                .map_err(|source| StartError::SharedQueue {
+                    schema: queue.schema.clone(),
+                    source,
+                })
+        }
+        // Validation guarantees a url with "postgres".
+        _ => SqliteQueue::open(&queue.path, policy)
+            .map(AnyQueue::Sqlite)
+            .map_err(|source| StartError::Queue {
+                path: queue.path.clone(),
+                source,
+            }),
+    }
 }
 
 /// The queue's retry schedule from `[retry]`.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use relay_config::Config;
-use relay_queue::SqliteQueue;
+use relay_queue::AnyQueue;
 use relay_routing::{Router, SenderRewrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,8 @@ pub struct Reloader {
     pub file: Option<PathBuf>,
     /// The configuration in force.
     pub running: Mutex<Config>,
-    pub queue: SqliteQueue,
-    pub ingest: Arc<Ingest<SqliteQueue>>,
+    pub queue: AnyQueue,
+    pub ingest: Arc<Ingest<AnyQueue>>,
     pub supervisor: Arc<Supervisor>,
 }
 

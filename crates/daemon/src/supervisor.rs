@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use relay_config::Config;
 use relay_delivery::{Metrics, Pause};
-use relay_queue::SqliteQueue;
+use relay_queue::AnyQueue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Owns the workers of every upstream.
 pub struct Supervisor {
-    queue: SqliteQueue,
+    queue: AnyQueue,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -38,7 +38,7 @@ impl Supervisor {
     /// Starts workers for `config`'s upstreams.
     pub fn start(
         config: &Config,
-        queue: SqliteQueue,
+        queue: AnyQueue,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tracker: TaskTracker,

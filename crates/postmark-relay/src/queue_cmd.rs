@@ -17,6 +17,13 @@ use crate::cli::QueueCommand;
 /// Runs one `queue` subcommand; exit 1 (with the reason on stderr) for an
 /// unknown id, a missing queue or a store error.
 pub fn run(config: &relay_config::Config, command: QueueCommand) -> ExitCode {
+    if config.queue.backend == relay_config::QueueBackend::Postgres {
+        eprintln!(
+            "postmark-relay queue: queue.backend = \"postgres\": the queue commands do not read the shared queue yet \
+             (see docs/REFERENCE.md, \"Not yet implemented\"); /metrics on any relay counts its messages."
+        );
+        return ExitCode::FAILURE;
+    }
     let path = &config.queue.path;
     let inspector = match Inspector::open(path) {
         Ok(inspector) => inspector,

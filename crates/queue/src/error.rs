@@ -20,7 +20,7 @@ pub enum QueueError {
     #[error("queue commit failed: {0}")]
     Commit(String),
     /// The queue was written by a newer postmark-relay.
-    #[error("the queue's schema version {0} is newer than this postmark-relay understands (2); run the newer version")]
+    #[error("the queue's schema version {0} is newer than this postmark-relay understands; run the newer version")]
     NewerSchema(i64),
     /// A message's stored body is not whole (a chunk is missing).
     #[error("message {0}: body chunk {1} is missing")]
@@ -31,6 +31,46 @@ pub enum QueueError {
     /// No message with that id.
     #[error("no message {0} in the queue")]
     NotFound(String),
+    /// The shared queue's database cannot be reached (down, network,
+    /// every pooled connection busy for too long).
+    #[error("queue unreachable: {0}")]
+    Unreachable(String),
+    /// The shared queue's database refused a statement.
+    #[error("queue database error: {0}")]
+    Database(String),
+    /// The shared queue's settings cannot be used (a bad URL, an unreadable
+    /// `ca_file`). Never holds the URL itself: it may hold a password.
+    #[error("queue settings: {0}")]
+    Settings(String),
+}
+
+impl From<tokio_postgres::Error> for QueueError {
+    /// A statement the server refused is a database error; no connection,
+    /// a closed one, I/O, or the server ending the session (shutting down,
+    /// `FATAL`) mean the database is unreachable.
+    fn from(e: tokio_postgres::Error) -> QueueError {
+        let session_ended = |db: &tokio_postgres::error::DbError| {
+            let code = db.code().code();
+            matches!(db.severity(), "FATAL" | "PANIC")
+                || code.starts_with("08")
+                || code.starts_with("57P")
+        };
+        match e.as_db_error() {
+            Some(db) if !e.is_closed() && !session_ended(db) => {
+                QueueError::Database(db.to_string())
+            }
+            _ => QueueError::Unreachable(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for QueueError {
+    fn from(e: deadpool_postgres::PoolError) -> QueueError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => QueueError::Unreachable(other.to_string()),
+        }
+    }
 }
 
 impl QueueError {

@@ -23,6 +23,10 @@
 //!   at most 64 KiB, written while the client is still sending it, so memory
 //!   never holds a whole message.
 //!
+//! The shared store ([`PgQueue`], `queue.backend = "postgres"`) keeps the
+//! same tables in its own PostgreSQL schema, plus each lease's holder; see
+//! its module docs for what sharing changes.
+//!
 //! # Invariants
 //!
 //! 1. A message row and all its recipient rows are written in one
@@ -49,6 +53,7 @@
 //!    Deleting a message deletes its chunks.
 #![forbid(unsafe_code)]
 
+mod any;
 mod backoff;
 mod error;
 /// Values the [`Inspector`] reports, shaped like `queue list --json`.
@@ -57,11 +62,14 @@ mod info;
 /// (the `queue` CLI) or from `serve` itself (admin metrics).
 mod inspect;
 mod message;
+/// The shared queue on PostgreSQL (several replicas; see its docs).
+mod postgres;
 mod schema;
 mod sql;
 mod sqlite;
 pub mod writer;
 
+pub use any::AnyQueue;
 pub use backoff::RetryPolicy;
 pub use error::QueueError;
 pub use info::{
@@ -71,6 +79,7 @@ pub use inspect::{Inspector, BUSY_TIMEOUT};
 pub use message::{
     ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
 };
+pub use postgres::{PgQueue, PgSettings};
 pub use sqlite::SqliteQueue;
 
 use std::future::Future;
@@ -79,9 +88,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-/// What delivery needs from a queue. [`SqliteQueue`] is the one
-/// implementation; a shared store for several replicas can sit behind the
-/// same interface later.
+/// What delivery needs from a queue: [`SqliteQueue`] (embedded, one
+/// relay) and [`PgQueue`] (shared by several replicas) implement it, and
+/// [`AnyQueue`] is whichever of them `serve` was configured with.
 pub trait Queue: Clone + Send + Sync + 'static {
     /// Durably stores a new message, with the body chunks appended for it;
     /// returns only after it is committed.
@@ -109,6 +118,9 @@ pub trait Queue: Clone + Send + Sync + 'static {
 
     /// Leases up to `limit` messages for `upstream` that are due now, oldest
     /// due first. Each comes with only its still-pending recipients.
+    /// `lease` bounds how long one process may hold them; a store shared by
+    /// several processes uses its own configured lease instead and renews
+    /// it while the holder lives ([`PgQueue`]).
     fn claim(
         &self,
         upstream: &str,

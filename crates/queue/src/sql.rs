@@ -208,7 +208,7 @@ pub fn finish(
 
 /// The message's last error after an attempt: a deferred recipient's reply
 /// (why it waits), else a failed one's.
-fn first_problem(outcomes: &[(i64, Outcome)]) -> Option<String> {
+pub(crate) fn first_problem(outcomes: &[(i64, Outcome)]) -> Option<String> {
     let deferred = outcomes.iter().find_map(|(_, o)| match o {
         Outcome::Deferred(r) => Some(r.clone()),
         _ => None,

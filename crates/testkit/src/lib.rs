@@ -22,8 +22,11 @@
 mod cert;
 mod front;
 mod handler;
+mod postgres;
 mod session;
 mod shared;
+
+pub use crate::postgres::{TestPostgres, PG_PASSWORD, PG_ROLE};
 
 use crate::cert::TestPki;
 use crate::front::Front;

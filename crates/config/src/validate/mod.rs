@@ -2,6 +2,7 @@
 //! fails, and each problem names its key, so a user fixes everything in one
 //! pass.
 
+mod queue;
 mod rewrite;
 mod routing;
 mod server;
@@ -10,7 +11,6 @@ mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::raw::{
@@ -19,7 +19,7 @@ use crate::raw::{
 };
 use crate::report::Problems;
 use crate::units;
-use crate::{Admin, Config, Log, LogFormat, Queue, Retry};
+use crate::{Admin, Config, Log, LogFormat, Retry};
 
 /// Each table as read; `None` where the table itself could not be read
 /// (its problem is already recorded).
@@ -48,7 +48,7 @@ pub(crate) fn validate(
         .server
         .as_ref()
         .and_then(|raw| server::server(raw, p));
-    let queue = sections.queue.as_ref().and_then(|raw| queue(raw, p));
+    let queue = sections.queue.as_ref().and_then(|raw| queue::queue(raw, p));
     let postmark = sections
         .postmark
         .as_ref()
@@ -89,16 +89,6 @@ pub(crate) fn validate(
         rewrite: rewrite?,
     };
     p.is_empty().then_some(config)
-}
-
-fn queue(raw: &RawQueue, p: &mut Problems) -> Option<Queue> {
-    if raw.path.trim().is_empty() {
-        p.add("queue.path", "must name the folder for the message store");
-        return None;
-    }
-    Some(Queue {
-        path: PathBuf::from(&raw.path),
-    })
 }
 
 fn retry(raw: &RawRetry, p: &mut Problems) -> Option<Retry> {

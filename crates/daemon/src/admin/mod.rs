@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use relay_delivery::metrics::Labels;
-use relay_queue::{Inspector, SqliteQueue};
+use relay_queue::{AnyQueue, Inspector, QueueError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +30,7 @@ pub struct Admin {
     queue_depth: Family<Labels, Gauge>,
     oldest_age: Gauge<f64, AtomicU64>,
     paused: Family<Labels, Gauge>,
-    queue: SqliteQueue,
+    queue: AnyQueue,
     queue_path: PathBuf,
     /// Opened on first use, reused after; a read-only view of the queue,
     /// only ever used on a blocking thread (its queries are SQLite calls).
@@ -45,7 +45,7 @@ impl Admin {
     pub fn new(
         received: Counter,
         delivery_metrics: &relay_delivery::Metrics,
-        queue: SqliteQueue,
+        queue: AnyQueue,
         queue_path: PathBuf,
         supervisor: Arc<Supervisor>,
         sessions: TaskTracker,
@@ -114,6 +114,7 @@ impl Admin {
     async fn unready_reason(&self) -> Option<String> {
         match tokio::time::timeout(Duration::from_secs(2), self.queue.check_writable()).await {
             Err(_) => return Some("the queue did not answer within 2 s".into()),
+            Ok(Err(e @ QueueError::Unreachable(_))) => return Some(e.to_string()),
             Ok(Err(e)) => return Some(format!("the queue is not writable: {e}")),
             Ok(Ok(())) => {}
         }
@@ -170,10 +171,14 @@ impl Admin {
         }
     }
 
-    /// Counts by state and the oldest message, read on a blocking thread
-    /// so a slow disk never stalls the async runtime.
+    /// Counts by state and the oldest message: from the shared queue's
+    /// database, or from the embedded store on a blocking thread so a slow
+    /// disk never stalls the async runtime.
     /// The error is only logged, so it travels as its text.
     async fn queue_stats(&self) -> Result<relay_queue::Stats, String> {
+        if let Some(shared) = self.queue.shared_stats().await {
+            return shared.map_err(|e| e.to_string());
+        }
         let inspector = self.inspector.clone();
         let path = self.queue_path.clone();
         let read = tokio::task::spawn_blocking(move || {

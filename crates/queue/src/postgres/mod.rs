@@ -1,0 +1,354 @@
+//! [`PgQueue`]: the shared queue on PostgreSQL, for several relay replicas
+//! at once. Same contract as [`crate::SqliteQueue`] (see the crate docs'
+//! invariants), with these differences:
+//!
+//! - Tables live in their own schema ([`schema`]), created and migrated on
+//!   start, safely when replicas start together.
+//! - Enqueues are group-committed by one task ([`writer`]) with
+//!   `synchronous_commit = on`; everything else runs on pooled connections
+//!   ([`connect`]), each operation in its own transaction.
+//! - Claims skip rows another replica is locking (`FOR UPDATE SKIP
+//!   LOCKED`) and take only free or expired leases; each lease names its
+//!   holder and is renewed while that holder lives ([`lease`]). Nothing is
+//!   cleared at start: other replicas' leases are theirs.
+//! - Every enqueue wakes every replica through LISTEN/NOTIFY ([`listen`]).
+//! - Chunks of messages never enqueued are dropped at start only when
+//!   they are old ([`ORPHAN_AGE`]): another replica may be receiving one.
+
+mod connect;
+mod lease;
+mod listen;
+mod schema;
+mod sql;
+mod writer;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use crate::sql::{from_millis, millis};
+use crate::{ClaimLimit, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy};
+use connect::Target;
+
+/// Chunks older than this without a message are leftovers of sessions
+/// that died (no session lives this long between two chunks).
+pub const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+/// How to reach the shared queue.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://user:password@host:port/db?sslmode=require`.
+    pub url: String,
+    /// Extra PEM roots for the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Schema holding the tables: a plain lowercase identifier (the config
+    /// validates it).
+    pub schema: String,
+    /// How long a claim holds a message unless renewed.
+    pub lease: Duration,
+}
+
+impl fmt::Debug for PgSettings {
+    /// Without the URL: it holds the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &"***")
+            .field("ca_file", &self.ca_file)
+            .field("schema", &self.schema)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// The PostgreSQL-backed queue. Cheap to clone; its background tasks
+/// (group commit, LISTEN, lease renewal) stop with the last clone.
+#[derive(Clone)]
+pub struct PgQueue {
+    pool: Pool,
+    enqueues: mpsc::Sender<writer::Request>,
+    arrivals: Arc<Notify>,
+    policy: Arc<RwLock<RetryPolicy>>,
+    /// This replica's name on the leases it holds.
+    owner: Arc<str>,
+    lease: Duration,
+    _tasks: Arc<Tasks>,
+}
+
+/// Background tasks, aborted when the last [`PgQueue`] clone goes.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl PgQueue {
+    /// Connects, creates or migrates the tables, drops old orphan chunks,
+    /// and starts the background tasks. Must run inside a tokio runtime.
+    pub async fn open(settings: &PgSettings, policy: RetryPolicy) -> Result<PgQueue, QueueError> {
+        let target = Target::new(settings)?;
+        let pool = target.pool()?;
+        schema::migrate(&pool, &settings.schema).await?;
+        let orphans = pool
+            .get()
+            .await?
+            .execute(
+                "DELETE FROM chunks WHERE created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM messages WHERE id = chunks.message_id)",
+                &[&millis(SystemTime::now() - ORPHAN_AGE)],
+            )
+            .await?;
+        if orphans > 0 {
+            tracing::info!(
+                chunks = orphans,
+                "Dropped old body chunks of messages never acknowledged."
+            );
+        }
+        let arrivals = Arc::new(Notify::new());
+        let channel = format!("{}_arrivals", settings.schema);
+        let (enqueues, requests) = mpsc::channel(crate::writer::MAX_BATCH * 4);
+        let owner: Arc<str> = lease::identity().into();
+        let tasks = vec![
+            tokio::spawn(writer::run(
+                pool.clone(),
+                requests,
+                channel.clone(),
+                arrivals.clone(),
+            )),
+            tokio::spawn(listen::run(target, channel, arrivals.clone())),
+            tokio::spawn(lease::renew(
+                pool.clone(),
+                owner.to_string(),
+                settings.lease,
+            )),
+        ];
+        tracing::info!(replica = %owner, schema = %settings.schema, lease_s = settings.lease.as_secs_f64(), "Shared queue (PostgreSQL) ready.");
+        Ok(PgQueue {
+            pool,
+            enqueues,
+            arrivals,
+            policy: Arc::new(RwLock::new(policy)),
+            owner,
+            lease: settings.lease,
+            _tasks: Arc::new(Tasks(tasks)),
+        })
+    }
+
+    /// Whether the queue can take new messages now: the database answers
+    /// and is not a read-only standby.
+    pub async fn check_writable(&self) -> Result<(), QueueError> {
+        let client = self.pool.get().await?;
+        let read_only: bool = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await?
+            .get(0);
+        if read_only {
+            return Err(QueueError::Unreachable(
+                "the database is a read-only standby".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces the retry policy (on config reload) for every attempt this
+    /// replica records from now on.
+    pub async fn set_policy(&self, policy: RetryPolicy) -> Result<(), QueueError> {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        Ok(())
+    }
+
+    /// Routes every waiting, unleased message again (on config reload);
+    /// returns how many changed upstream or stream.
+    pub async fn reroute(
+        &self,
+        route: impl Fn(&str, &[u8]) -> (String, Option<String>) + Send + Sync + 'static,
+    ) -> Result<usize, QueueError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let changed = sql::reroute(&tx, &route, SystemTime::now()).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Counts by state and the oldest waiting message, for `/metrics`.
+    pub async fn stats(&self) -> Result<crate::Stats, QueueError> {
+        let client = self.pool.get().await?;
+        let mut stats = crate::Stats::default();
+        for row in client
+            .query(
+                "SELECT upstream, state, COUNT(*) FROM messages GROUP BY upstream, state",
+                &[],
+            )
+            .await?
+        {
+            let (upstream, state, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let state: crate::State = state.parse().map_err(QueueError::Database)?;
+            let n = n.max(0) as u64;
+            stats.by_state.add(state, n);
+            stats.by_upstream.entry(upstream).or_default().add(state, n);
+        }
+        let oldest: Option<i64> = client
+            .query_one(
+                "SELECT MIN(received_at) FROM messages WHERE state <> 'failed'",
+                &[],
+            )
+            .await?
+            .get(0);
+        stats.oldest_received_at = oldest.map(from_millis);
+        Ok(stats)
+    }
+}
+
+impl Queue for PgQueue {
+    async fn enqueue(&self, message: NewMessage) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueues
+            .send((message, reply))
+            .await
+            .map_err(|_| QueueError::WriterGone)?;
+        answer.await.map_err(|_| QueueError::WriterGone)?
+    }
+
+    /// One autocommit insert without waiting for its WAL flush: the
+    /// enqueue's synchronous commit, later in the same WAL, makes it
+    /// durable.
+    async fn append(&self, id: &str, seq: u32, chunk: Vec<u8>) -> Result<(), QueueError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO chunks (message_id, seq, data, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (message_id, seq) DO UPDATE SET data = EXCLUDED.data",
+            )
+            .await?;
+        let seq = i32::try_from(seq).unwrap_or(i32::MAX);
+        tx.execute(&insert, &[&id, &seq, &chunk, &millis(SystemTime::now())])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn discard(&self, id: &str) -> Result<(), QueueError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        sql::discard(&tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn chunk(&self, id: &str, seq: u32) -> Result<Vec<u8>, QueueError> {
+        let client = self.pool.get().await?;
+        let select = client
+            .prepare_cached("SELECT data FROM chunks WHERE message_id = $1 AND seq = $2")
+            .await?;
+        let seq_i = i32::try_from(seq).unwrap_or(i32::MAX);
+        client
+            .query_opt(&select, &[&id, &seq_i])
+            .await?
+            .map(|row| row.get(0))
+            .ok_or_else(|| QueueError::MissingChunk(id.to_string(), seq))
+    }
+
+    /// Leases for `queue.lease` (renewed while this replica lives); the
+    /// worker's own `lease` is a bound for one process and does not apply
+    /// across replicas.
+    async fn claim(
+        &self,
+        upstream: &str,
+        batch: impl Into<ClaimLimit> + Send,
+        _lease: Duration,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let batch = batch.into();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let claimed = sql::claim(
+            &tx,
+            upstream,
+            batch,
+            self.lease,
+            &self.owner,
+            SystemTime::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        outcomes: Vec<(i64, Outcome)>,
+        error: Option<String>,
+    ) -> Result<Finished, QueueError> {
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let finished = sql::finish(
+            &tx,
+            id,
+            &outcomes,
+            error.as_deref(),
+            &policy,
+            SystemTime::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    async fn release(&self, id: &str) -> Result<(), QueueError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE messages SET lease_until = NULL, lease_owner = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn next_due(&self, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
+        let client = self.pool.get().await?;
+        let due: Option<i64> = client
+            .query_one(
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages
+                 WHERE upstream = $1 AND state <> 'failed'",
+                &[&upstream],
+            )
+            .await?
+            .get(0);
+        Ok(due.map(from_millis))
+    }
+
+    async fn waiting(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query(
+                "SELECT upstream, COUNT(*) FROM messages WHERE state <> 'failed'
+                 GROUP BY upstream ORDER BY upstream",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
+    }
+
+    fn arrivals(&self) -> Arc<Notify> {
+        self.arrivals.clone()
+    }
+}

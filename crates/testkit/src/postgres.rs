@@ -1,0 +1,271 @@
+//! [`TestPostgres`]: a real PostgreSQL server for tests of the shared
+//! queue, from Debian's `postgresql` package, in a temporary folder on a
+//! free loopback port. It can be stopped and started again on the same
+//! port (outage tests) and is stopped when dropped.
+//!
+//! PostgreSQL refuses to run as root, so when the tests run as root the
+//! server (and its tools) run as the `postgres` system user the package
+//! creates, in a folder that user owns. The relay connects as a role that
+//! owns only its database, with a password and no superuser rights, as in
+//! production.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Where Debian installs the server binaries, one folder per version.
+const DEBIAN_BINARIES: &str = "/usr/lib/postgresql";
+/// The role and database the relay uses.
+pub const PG_ROLE: &str = "relay";
+/// The role's password (appears in URLs; tests check it never leaks).
+pub const PG_PASSWORD: &str = "pg-test-pa55word";
+
+/// A running (or stopped) PostgreSQL server owned by one test.
+pub struct TestPostgres {
+    /// Holds the data folder and the socket; removed on drop.
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// `Some("postgres")` when we are root.
+    run_as: Option<&'static str>,
+}
+
+impl TestPostgres {
+    /// Creates a cluster, starts it, and creates the relay's role and
+    /// database. Panics (never skips) when PostgreSQL is not installed.
+    pub fn start() -> TestPostgres {
+        let bin = binaries();
+        let run_as = is_root().then_some("postgres");
+        let dir = tempfile::Builder::new()
+            .prefix("pg-test")
+            .tempdir()
+            .expect("a temporary folder for PostgreSQL");
+        if let Some(user) = run_as {
+            let status = Command::new("chown")
+                .arg(format!("{user}:{user}"))
+                .arg(dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(
+                status.success(),
+                "cannot give {} to {user}",
+                dir.path().display()
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let pg = TestPostgres {
+            dir,
+            bin,
+            port,
+            run_as,
+        };
+        pg.tool(
+            "initdb",
+            &[
+                "-D",
+                &pg.data().display().to_string(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        );
+        pg.start_again();
+        pg.sql_in(
+            "postgres",
+            &format!("CREATE ROLE {PG_ROLE} LOGIN PASSWORD '{PG_PASSWORD}'"),
+        );
+        pg.sql_in(
+            "postgres",
+            &format!("CREATE DATABASE {PG_ROLE} OWNER {PG_ROLE}"),
+        );
+        pg
+    }
+
+    /// `postgres://relay:PASSWORD@127.0.0.1:PORT/relay` (plain TCP).
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{PG_ROLE}:{PG_PASSWORD}@127.0.0.1:{}/{PG_ROLE}",
+            self.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the (stopped) server again on the same port; waits until it
+    /// accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        self.tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-l",
+                &self.dir.path().join("server.log").display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, like a database
+    /// going away); [`start_again`](Self::start_again) brings it back.
+    pub fn stop(&self) {
+        self.tool(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
+        );
+    }
+
+    /// Runs SQL as the superuser in the relay's database over the local
+    /// socket; returns the unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        self.sql_in(PG_ROLE, sql)
+    }
+
+    /// Like [`psql`](Self::psql), in database `db`.
+    pub fn sql_in(&self, db: &str, sql: &str) -> String {
+        let out = self.tool(
+            "psql",
+            &[
+                "-h",
+                &self.dir.path().display().to_string(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The server's own log, for a failing test's report.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a PostgreSQL tool (as `postgres` when we are root); panics
+    /// with its output if it fails.
+    fn tool(&self, name: &str, args: &[&str]) -> Output {
+        let program = self.bin.join(name);
+        let mut cmd = match self.run_as {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(&program);
+                cmd
+            }
+            None => Command::new(&program),
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{name} failed ({}):\n{}\n{}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        if data.join("postmaster.pid").exists() {
+            let program = self.bin.join("pg_ctl");
+            let mut cmd = match self.run_as {
+                Some(user) => {
+                    let mut cmd = Command::new("runuser");
+                    cmd.args(["-u", user, "--"]).arg(&program);
+                    cmd
+                }
+                None => Command::new(&program),
+            };
+            let _ = cmd
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+    }
+}
+
+/// The newest installed server's binary folder; panics naming the package
+/// when there is none.
+fn binaries() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(DEBIAN_BINARIES)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL is not installed: the shared-queue tests need a real server \
+             (initdb and pg_ctl under {DEBIAN_BINARIES}/<version>/bin). \
+             Install it with `apt-get install postgresql` (.ci/run does)."
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
