@@ -23,6 +23,9 @@
 //!   at most 64 KiB, written while the client is still sending it, so memory
 //!   never holds a whole message.
 //!
+//! The folder is `0700` and every database file `0600`, whatever the umask
+//! ([`private`]): queued mail is readable by the relay's user only.
+//!
 //! # Invariants
 //!
 //! 1. A message row and all its recipient rows are written in one
@@ -57,6 +60,7 @@ mod info;
 /// (the `queue` CLI) or from `serve` itself (admin metrics).
 mod inspect;
 mod message;
+pub mod private;
 mod schema;
 mod sql;
 mod sqlite;
