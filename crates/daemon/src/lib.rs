@@ -83,6 +83,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
             f.display().to_string()
         });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
+    warn_exposed_secrets(&config);
 
     let queue = SqliteQueue::open(&config.queue.path, retry_policy(&config)).map_err(|source| {
         StartError::Queue {
@@ -175,6 +176,20 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
     }
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Warns about each secret file every local user can read (it is still
+/// used: who may read it is the operator's call).
+fn warn_exposed_secrets(config: &Config) {
+    for exposed in relay_config::world_readable_secrets(config) {
+        tracing::warn!(
+            key = %exposed.file.key,
+            path = %exposed.file.path.display(),
+            mode = %format!("{:04o}", exposed.mode),
+            fix = %exposed.fix(),
+            "A secret file is readable by every local user; it is still used, but run the command in `fix` to keep the secret to the relay."
+        );
+    }
 }
 
 /// The queue's retry schedule from `[retry]`.
