@@ -27,14 +27,14 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p postmark-relay \
- && mkdir -p /out/spool \
+ && mkdir -p -m 0700 /out/spool \
  && cp target/release/postmark-relay /out/postmark-relay
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/postmark-relay /usr/local/bin/postmark-relay
 # The queue folder must exist and belong to the relay's user before VOLUME:
-# a new named volume copies this folder's owner, so the non-root relay can
-# write to it.
+# a new named volume copies this folder's owner and mode (0700: queued mail
+# is private, docs/SECURITY.md), so the non-root relay can write to it.
 COPY --from=build --chown=65532:65532 /out/spool /var/spool/postmark-relay
 # Configured by environment alone (no file at /etc/postmark-relay/relay.toml;
 # mount one there, or set POSTMARK_RELAY_CONFIG, to use a file).

@@ -130,6 +130,16 @@ impl Relay {
             Some(t) => cmd.env("POSTMARK_SERVER_TOKEN", t),
             None => cmd.env_remove("POSTMARK_SERVER_TOKEN"),
         };
+        Relay::spawn(cmd, dir)
+    }
+
+    /// Runs `cmd` (a `serve`, perhaps wrapped: `sh -c`, `setpriv`) with its
+    /// stderr captured as the log, and waits until it listens; `dir` is
+    /// the test's folder, kept as long as the relay.
+    pub fn spawn(mut cmd: Command, dir: Arc<tempfile::TempDir>) -> Relay {
+        // Every relay of the tests keeps its queue in `<dir>/queue`.
+        let queue = dir.path().join("queue");
+        cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("postmark-relay runs");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();

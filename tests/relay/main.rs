@@ -20,6 +20,7 @@ mod harness;
 mod limits;
 mod memory;
 mod pooling;
+mod privacy;
 mod queue_cmd;
 mod relaying;
 mod retries;

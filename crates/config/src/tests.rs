@@ -95,7 +95,10 @@ fn defaults_equal_design() {
                 schema: "postmark_relay".into(),
                 lease: Duration::from_secs(120),
             },
-            postmark: Postmark { server_token: None },
+            postmark: Postmark {
+                server_token: None,
+                server_token_file: None,
+            },
             upstreams: BTreeMap::from([
                 ("transactional".into(), upstream("smtp.postmarkapp.com", 4)),
                 (
@@ -325,6 +328,56 @@ fn token_precedence_config_then_env_then_file() {
             token(&load_ok(jail, Some("relay.toml"))),
             Some("from-config".into())
         );
+    });
+}
+
+#[test]
+fn a_world_readable_token_file_is_reported_with_its_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    jail(|jail| {
+        file(jail, "token", "from-file\n");
+        file(
+            jail,
+            "relay.toml",
+            "[postmark]\nserver_token_file = \"token\"\n",
+        );
+        let set_mode = |mode| {
+            std::fs::set_permissions(
+                jail.directory().join("token"),
+                std::fs::Permissions::from_mode(mode),
+            )
+            .expect("chmod")
+        };
+        set_mode(0o644);
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(
+            config.secret_files(),
+            vec![SecretFile {
+                key: "postmark.server_token_file".into(),
+                path: PathBuf::from("token"),
+            }]
+        );
+        let exposed = world_readable_secrets(&config);
+        assert_eq!(exposed.len(), 1);
+        assert_eq!(exposed[0].mode, 0o644);
+        assert_eq!(exposed[0].fix(), "chmod o-rwx token");
+        let text = exposed[0].to_string();
+        assert!(
+            text.starts_with(
+                "postmark.server_token_file token is readable by every local user (mode 0644)"
+            ),
+            "{text}"
+        );
+        // Still used.
+        assert!(config.postmark.server_token.is_some());
+
+        for private in [0o600, 0o640, 0o400] {
+            set_mode(private);
+            assert_eq!(world_readable_secrets(&config), vec![], "{private:o}");
+        }
+        // No file configured: nothing to check.
+        let none = load_ok(jail, None);
+        assert!(none.secret_files().is_empty());
     });
 }
 

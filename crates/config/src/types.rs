@@ -85,6 +85,9 @@ pub struct Postmark {
     /// The Server API Token, from `server_token`, `POSTMARK_SERVER_TOKEN` or
     /// `server_token_file`; `None` means delivery is held.
     pub server_token: Option<Secret>,
+    /// `server_token_file` when set (read even if another source wins), kept
+    /// so its permissions can be checked: see [`Config::secret_files`].
+    pub server_token_file: Option<PathBuf>,
 }
 
 /// `[upstreams.<name>]`: one Postmark SMTP endpoint.

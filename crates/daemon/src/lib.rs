@@ -91,6 +91,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
             f.display().to_string()
         });
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
+    warn_exposed_secrets(&config);
 
     let queue = open_queue(&config).await?;
     let listeners = relay_inbound::bind(&config.server.listen).await?;
@@ -207,6 +208,20 @@ async fn open_queue(config: &Config) -> Result<AnyQueue, StartError> {
                 path: queue.path.clone(),
                 source,
             }),
+    }
+}
+
+/// Warns about each secret file every local user can read (it is still
+/// used: who may read it is the operator's call).
+fn warn_exposed_secrets(config: &Config) {
+    for exposed in relay_config::world_readable_secrets(config) {
+        tracing::warn!(
+            key = %exposed.file.key,
+            path = %exposed.file.path.display(),
+            mode = %format!("{:04o}", exposed.mode),
+            fix = %exposed.fix(),
+            "A secret file is readable by every local user; it is still used, but run the command in `fix` to keep the secret to the relay."
+        );
     }
 }
 

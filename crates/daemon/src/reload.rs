@@ -49,6 +49,7 @@ impl Reloader {
                 return;
             }
         };
+        crate::warn_exposed_secrets(&new);
         let router = Arc::new(Router::new(&new.routing));
         let prepared = match Supervisor::prepare(&new) {
             Ok(prepared) => prepared,

@@ -1,13 +1,22 @@
-//! `check`: the config is already valid when this runs; this logs in to
-//! every upstream exactly as the daemon would, and prints one verdict line
-//! per upstream with a fix for each failure. Exits 0 only if all pass.
+//! `check`: the config is already valid when this runs; this says whether
+//! the queue and the secret files are private, logs in to every upstream
+//! exactly as the daemon would, and prints one verdict line per upstream
+//! with a fix for each failure. Exits 0 only if all upstreams pass.
+//!
+//! A queue or secret file other users can read is a warning with its fix,
+//! never a failure: the exit code answers "can this config deliver mail?"
+//! (deploy scripts gate on it), `serve` tightens a queue it owns by itself
+//! at start, and `check` often runs as another user than `serve` (root via
+//! sudo), so it cannot tell whether `serve` will be able to.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use relay_config::Config;
 use relay_delivery::probe::{probe, Failure, Step, Verdict};
 use relay_delivery::{Upstream, UpstreamError};
+use relay_queue::private::{self, Privacy};
 
 /// Per step (connect, each command): long enough for a slow network, short
 /// enough that a blocked port is reported while the operator still waits.
@@ -17,6 +26,11 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
     let config = &loaded.config;
     println!("{}", summary(config, loaded.file.as_deref()));
+    println!("{}", queue_privacy(&config.queue.path));
+    for exposed in relay_config::world_readable_secrets(config) {
+        println!("WARNING: {exposed}.");
+    }
+    println!("Checking each upstream (DNS, TCP, STARTTLS, AUTH):");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -59,10 +73,46 @@ fn summary(config: &Config, file: Option<&std::path::Path>) -> String {
         "not set"
     };
     format!(
-        "Configuration ({source}) is valid: {} upstreams ({}), Server API Token {token}. Checking each upstream (DNS, TCP, STARTTLS, AUTH):",
+        "Configuration ({source}) is valid: {} upstreams ({}), Server API Token {token}.",
         names.len(),
         names.join(", ")
     )
+}
+
+/// One line on whether the queue in `folder` is private, with the fix when
+/// it is not.
+fn queue_privacy(folder: &Path) -> String {
+    let at = format!("Queue {} (queue.path)", folder.display());
+    match private::inspect(folder) {
+        Ok(Privacy::Missing) => format!(
+            "{at}: not created yet; serve creates it private (folder {}, files {}).",
+            private::octal(private::FOLDER_MODE),
+            private::octal(private::FILE_MODE)
+        ),
+        Ok(Privacy::Private) => format!(
+            "{at}: private (folder {}, files {}).",
+            private::octal(private::FOLDER_MODE),
+            private::octal(private::FILE_MODE)
+        ),
+        Ok(Privacy::Loose(loose)) => {
+            let found: Vec<String> = loose
+                .iter()
+                .map(|l| {
+                    let name = l.path.file_name().map_or_else(
+                        || l.path.display().to_string(),
+                        |n| n.to_string_lossy().into_owned(),
+                    );
+                    format!("{name} {} (owner uid {})", private::octal(l.mode), l.owner)
+                })
+                .collect();
+            format!(
+                "WARNING: {at} is readable by other local users: {}. serve tightens it at start when it runs as the owner (or root); otherwise run: {}",
+                found.join(", "),
+                private::fix_command(&loose)
+            )
+        }
+        Err(e) => format!("WARNING: {at}: cannot check its permissions: {e}."),
+    }
 }
 
 /// Probes every upstream at once (a blocked port costs one timeout, not

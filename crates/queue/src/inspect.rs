@@ -35,6 +35,11 @@ impl Inspector {
     /// holding no queue is an error of kind `NotFound` (as
     /// [`QueueError::Folder`]), so a typo in `queue.path` is reported, not
     /// answered with an empty list.
+    ///
+    /// It changes no modes: the `-wal` and `-shm` files SQLite may create
+    /// for it take the database file's mode (and, run as root, its owner),
+    /// so a queue `serve` made private stays private; `serve` tightens a
+    /// loose one at its next start.
     pub fn open(folder: &Path) -> Result<Inspector, QueueError> {
         let path = folder.join(DB_FILE);
         if !path.is_file() {

@@ -27,6 +27,9 @@
 //! same tables in its own PostgreSQL schema, plus each lease's holder; see
 //! its module docs for what sharing changes.
 //!
+//! The folder is `0700` and every database file `0600`, whatever the umask
+//! ([`private`]): queued mail is readable by the relay's user only.
+//!
 //! # Invariants
 //!
 //! 1. A message row and all its recipient rows are written in one
@@ -64,6 +67,7 @@ mod inspect;
 mod message;
 /// The shared queue on PostgreSQL (several replicas; see its docs).
 mod postgres;
+pub mod private;
 mod schema;
 mod sql;
 mod sqlite;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::QueueError;
+use crate::{private, QueueError};
 
 /// File name of the database inside `queue.path`.
 pub const DB_FILE: &str = "queue.sqlite3";
@@ -58,16 +58,28 @@ pub const VERSION: i64 = 2;
 /// Opens (creating if needed) the queue database in `folder`, in WAL mode
 /// with `synchronous=FULL` so every commit is fsynced, and brings its
 /// schema to [`VERSION`].
+///
+/// The folder and the database are private (see [`private`]): created
+/// `0700`/`0600` before SQLite opens them, looser modes tightened where the
+/// relay may (and logged either way), and checked once more after SQLite
+/// made its `-wal` and `-shm` files.
 pub fn open(folder: &Path) -> Result<Connection, QueueError> {
-    std::fs::create_dir_all(folder).map_err(|source| QueueError::Folder {
+    let folder_error = |source| QueueError::Folder {
         path: folder.to_path_buf(),
         source,
-    })?;
+    };
+    private::create(folder).map_err(folder_error)?;
+    let mut tightened = private::tighten(folder, &Default::default()).map_err(folder_error)?;
     let conn = Connection::open(folder.join(DB_FILE))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     migrate(&conn)?;
+    // SQLite made -wal and -shm with the database file's mode: loose if the
+    // database is loose and not ours; they are ours, so they become private.
+    let after = private::tighten(folder, &tightened).map_err(folder_error)?;
+    tightened.absorb(after);
+    tightened.log();
     Ok(conn)
 }
 

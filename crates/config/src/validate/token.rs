@@ -1,6 +1,6 @@
 //! `[postmark]`: where the Server API Token comes from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::raw::RawPostmark;
 use crate::report::Problems;
@@ -13,14 +13,21 @@ pub(super) fn postmark(
     env_token: Option<&str>,
     p: &mut Problems,
 ) -> Option<Postmark> {
-    let from_file = match raw.server_token_file.trim() {
+    let server_token_file = match raw.server_token_file.trim() {
         "" => None,
-        path => Some(read_token_file(Path::new(path), p)?),
+        path => Some(PathBuf::from(path)),
+    };
+    let from_file = match &server_token_file {
+        None => None,
+        Some(path) => Some(read_token_file(path, p)?),
     };
     let server_token = secret(&raw.server_token)
         .or_else(|| env_token.and_then(secret))
         .or(from_file.flatten());
-    Some(Postmark { server_token })
+    Some(Postmark {
+        server_token,
+        server_token_file,
+    })
 }
 
 /// A token as configured; blank means none.
