@@ -6,8 +6,9 @@
 use std::fmt;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use relay_config::TlsMode;
+use relay_config::{Config, TlsMode};
 use relay_queue::{Content, Outcome, PendingRecipient};
 use rustls::CertificateError;
 use tokio::net::TcpStream;
@@ -17,7 +18,7 @@ use crate::body::{Body, NoChunks};
 use crate::connection::{open, Connection};
 use crate::outcome::{reply_text, Diagnosis};
 use crate::relay::{relay, Job};
-use crate::Upstream;
+use crate::{Upstream, UpstreamError};
 
 /// Where a check (or opening a connection) stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,72 @@ impl fmt::Display for Verdict {
             Verdict::Failed(failure) => failure.fmt(f),
         }
     }
+}
+
+/// Per step (connect, each command): long enough for a slow network, short
+/// enough that a blocked port is reported while the operator still waits.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Probes every upstream at once (a blocked port costs one timeout, not
+/// one per upstream); verdicts come back in `config.upstreams` order. For `check`.
+pub async fn probe_all(config: &Config) -> Vec<Verdict> {
+    let tasks: Vec<_> = crate::upstreams(config)
+        .into_iter()
+        .map(|(_, built)| match for_probe(built) {
+            Ok(up) => tokio::spawn(async move { probe(&up).await }),
+            Err(failure) => tokio::spawn(async move { Verdict::Failed(failure) }),
+        })
+        .collect();
+    let mut verdicts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        verdicts.push(task.await.unwrap_or_else(|e| {
+            Verdict::Failed(Failure {
+                step: Step::Config,
+                reason: format!("the check itself failed: {e}"),
+                fix: None,
+            })
+        }));
+    }
+    verdicts
+}
+
+/// The delivery settings of upstream `name`, built as `serve` builds them
+/// (with the probe's shorter timeout), or why they cannot work. For
+/// `send-test`.
+pub fn target(config: &Config, name: &str) -> Result<Upstream, Failure> {
+    crate::upstreams(config)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map_or_else(
+            || {
+                Err(Failure {
+                    step: Step::Config,
+                    reason: format!("there is no upstream named {name}"),
+                    fix: Some(format!("add [upstreams.{name}] to the config")),
+                })
+            },
+            |(_, built)| for_probe(built),
+        )
+}
+
+/// A built upstream with the probe's timeout, or a config failure with its
+/// fix.
+fn for_probe(built: Result<Upstream, UpstreamError>) -> Result<Upstream, Failure> {
+    let fix = match &built {
+        Ok(_) => None,
+        Err(UpstreamError::NoToken { name }) => Some(format!("set POSTMARK_SERVER_TOKEN (or postmark.server_token, postmark.server_token_file, upstreams.{name}.server_token) to the Server API Token (Postmark: Servers → your server → API Tokens)")),
+        Err(UpstreamError::Tls { name, .. }) => Some(format!("point upstreams.{name}.ca_file at a readable PEM file of CA certificates")),
+    };
+    built
+        .map(|mut up| {
+            up.timeout = up.timeout.min(PROBE_TIMEOUT);
+            up
+        })
+        .map_err(|e| Failure {
+            step: Step::Config,
+            reason: e.to_string(),
+            fix,
+        })
 }
 
 /// Connects, secures and authenticates to `up` as the daemon would, then

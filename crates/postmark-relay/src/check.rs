@@ -11,16 +11,10 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use relay_config::Config;
-use relay_delivery::probe::{probe, Failure, Step, Verdict};
-use relay_delivery::{Upstream, UpstreamError};
+use relay_delivery::probe::{probe_all, Verdict};
 use relay_queue::private::{self, Privacy};
-
-/// Per step (connect, each command): long enough for a slow network, short
-/// enough that a blocked port is reported while the operator still waits.
-pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs the check and prints the verdicts on stdout.
 pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
@@ -41,7 +35,7 @@ pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let verdicts = runtime.block_on(check_all(config));
+    let verdicts = runtime.block_on(probe_all(config));
     let addresses: Vec<String> = config
         .upstreams
         .values()
@@ -113,65 +107,4 @@ fn queue_privacy(folder: &Path) -> String {
         }
         Err(e) => format!("WARNING: {at}: cannot check its permissions: {e}."),
     }
-}
-
-/// Probes every upstream at once (a blocked port costs one timeout, not
-/// one per upstream); verdicts come back in `config.upstreams` order.
-async fn check_all(config: &Config) -> Vec<Verdict> {
-    let tasks: Vec<_> = relay_delivery::upstreams(config)
-        .into_iter()
-        .map(|(_, built)| match for_probe(built) {
-            Ok(up) => tokio::spawn(async move { probe(&up).await }),
-            Err(failure) => tokio::spawn(async move { Verdict::Failed(failure) }),
-        })
-        .collect();
-    let mut verdicts = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        verdicts.push(task.await.unwrap_or_else(|e| {
-            Verdict::Failed(Failure {
-                step: Step::Config,
-                reason: format!("the check itself failed: {e}"),
-                fix: None,
-            })
-        }));
-    }
-    verdicts
-}
-
-/// The delivery settings of upstream `name`, built as `serve` builds them
-/// (with a shorter timeout), or why they cannot work.
-pub(crate) fn runtime_upstream(config: &Config, name: &str) -> Result<Upstream, Failure> {
-    relay_delivery::upstreams(config)
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map_or_else(
-            || {
-                Err(Failure {
-                    step: Step::Config,
-                    reason: format!("there is no upstream named {name}"),
-                    fix: Some(format!("add [upstreams.{name}] to the config")),
-                })
-            },
-            |(_, built)| for_probe(built),
-        )
-}
-
-/// A built upstream with the probe's timeout, or a config failure with its
-/// fix.
-fn for_probe(built: Result<Upstream, UpstreamError>) -> Result<Upstream, Failure> {
-    let fix = match &built {
-        Ok(_) => None,
-        Err(UpstreamError::NoToken { name }) => Some(format!("set POSTMARK_SERVER_TOKEN (or postmark.server_token, postmark.server_token_file, upstreams.{name}.server_token) to the Server API Token (Postmark: Servers → your server → API Tokens)")),
-        Err(UpstreamError::Tls { name, .. }) => Some(format!("point upstreams.{name}.ca_file at a readable PEM file of CA certificates")),
-    };
-    built
-        .map(|mut up| {
-            up.timeout = up.timeout.min(PROBE_TIMEOUT);
-            up
-        })
-        .map_err(|e| Failure {
-            step: Step::Config,
-            reason: e.to_string(),
-            fix,
-        })
 }

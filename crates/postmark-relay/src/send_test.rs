@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use relay_config::Config;
 use relay_delivery::probe::send_test;
 
-use crate::check::runtime_upstream;
 use crate::cli::SendTestArgs;
 
 /// sysexits' EX_USAGE: an address that cannot go into a header.
@@ -33,7 +32,7 @@ pub fn run(config: &Config, args: &SendTestArgs) -> ExitCode {
         (None, false) => None,
     };
     let name = upstream_for(config, stream);
-    let up = match runtime_upstream(config, name) {
+    let up = match relay_delivery::probe::target(config, name) {
         Ok(up) => up,
         Err(failure) => {
             eprintln!("postmark-relay send-test: upstream {name}: {failure}");
