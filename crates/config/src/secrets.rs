@@ -78,8 +78,8 @@ impl fmt::Display for ExposedSecret {
 }
 
 /// `path` as one shell word: as it is when it holds only safe characters,
-/// else in single quotes.
-fn shell_quote(path: &Path) -> String {
+/// else in single quotes. For the commands the relay suggests (`chmod`).
+pub fn shell_quote(path: &Path) -> String {
     let text = path.display().to_string();
     let safe = !text.is_empty()
         && text

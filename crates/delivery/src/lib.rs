@@ -20,7 +20,6 @@ mod pool;
 pub mod probe;
 mod record;
 mod relay;
-mod tls;
 mod transaction;
 mod upstream;
 mod worker;
@@ -29,7 +28,7 @@ pub use body::dot_stuff;
 pub use connection::{connect, ConnectError, Connection};
 pub use metrics::Metrics;
 pub use pause::Pause;
-pub use tls::{connector, TlsSetupError};
+pub use relay_config::TlsSetupError;
 pub use transaction::MAX_RCPT_PER_TRANSACTION;
 pub use upstream::{upstreams, Upstream, UpstreamError};
 

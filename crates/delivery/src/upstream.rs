@@ -1,12 +1,13 @@
 //! One upstream's runtime settings, built from the config in one place
 //! ([`upstreams`]) for delivery, `check` and `send-test` alike.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use relay_config::{Config, Secret, TlsMode};
 use tokio_rustls::TlsConnector;
 
-use crate::tls::{connector, TlsSetupError};
+use relay_config::{tls_client_config, TlsSetupError};
 
 /// Everything a worker needs to reach one Postmark endpoint.
 #[derive(Clone)]
@@ -49,7 +50,8 @@ pub fn upstreams(config: &Config) -> Vec<(String, Result<Upstream, UpstreamError
         .map(|(name, upstream)| {
             let built = match upstream.token(&config.postmark) {
                 None => Err(UpstreamError::NoToken { name: name.clone() }),
-                Some(token) => connector(upstream.ca_file.as_deref())
+                Some(token) => tls_client_config(upstream.ca_file.as_deref())
+                    .map(|config| TlsConnector::from(Arc::new(config)))
                     .map(|connector| Upstream {
                         name: name.clone(),
                         host: upstream.host.clone(),

@@ -15,6 +15,16 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The reply recorded for recipients still pending when
+    /// `give_up_after` has passed, naming the last error.
+    pub fn gave_up(&self, last_error: Option<&str>) -> String {
+        format!(
+            "gave up after {}: {}",
+            humantime::format_duration(self.give_up_after),
+            last_error.unwrap_or("no successful delivery")
+        )
+    }
+
     /// Delay before the next try after `attempts` failed attempts (≥ 1):
     /// `initial × multiplier^(attempts-1)`, capped at `max_delay`, then
     /// jittered to between half and all of it so a burst of failures does

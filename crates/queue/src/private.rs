@@ -198,7 +198,7 @@ pub fn fix_command(loose: &[Loose]) -> String {
         let paths: Vec<String> = loose
             .iter()
             .filter(|l| l.want == want)
-            .map(|l| shell_quote(&l.path))
+            .map(|l| relay_config::shell_quote(&l.path))
             .collect();
         if !paths.is_empty() {
             commands.push(format!("chmod {want:o} {}", paths.join(" ")));
@@ -219,21 +219,6 @@ fn database_files(folder: &Path) -> impl Iterator<Item = PathBuf> + '_ {
             .iter()
             .map(move |suffix| folder.join(format!("{DB_FILE}{suffix}"))),
     )
-}
-
-/// `path` as one shell word: as it is when it holds only safe characters,
-/// else in single quotes.
-fn shell_quote(path: &Path) -> String {
-    let text = path.display().to_string();
-    let safe = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%".contains(&b));
-    if safe {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]
@@ -298,8 +283,14 @@ mod tests {
 
     #[test]
     fn paths_are_quoted_for_the_shell_only_when_needed() {
-        assert_eq!(shell_quote(Path::new("/var/spool/q-1")), "/var/spool/q-1");
-        assert_eq!(shell_quote(Path::new("/my queue")), "'/my queue'");
-        assert_eq!(shell_quote(Path::new("/it's")), r"'/it'\''s'");
+        assert_eq!(
+            relay_config::shell_quote(Path::new("/var/spool/q-1")),
+            "/var/spool/q-1"
+        );
+        assert_eq!(
+            relay_config::shell_quote(Path::new("/my queue")),
+            "'/my queue'"
+        );
+        assert_eq!(relay_config::shell_quote(Path::new("/it's")), r"'/it'\''s'");
     }
 }

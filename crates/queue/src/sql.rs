@@ -171,11 +171,7 @@ pub fn finish(
     let give_up_at = from_millis(received_at) + policy.give_up_after;
     let expired = count(conn, id, "pending")? > 0 && now >= give_up_at;
     if expired {
-        let reply = format!(
-            "gave up after {}: {}",
-            humantime::format_duration(policy.give_up_after),
-            last_error.as_deref().unwrap_or("no successful delivery")
-        );
+        let reply = policy.gave_up(last_error.as_deref());
         conn.prepare_cached(
             "UPDATE recipients SET state = 'failed', reply = ?2 WHERE message_id = ?1 AND state = 'pending'",
         )?

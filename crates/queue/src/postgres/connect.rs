@@ -4,13 +4,10 @@
 //! single connections for `LISTEN`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls::ClientConfig;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -100,32 +97,8 @@ impl Target {
     }
 }
 
-/// Trusts the webpki roots and the certificates in `ca_file`.
+/// Trusts the webpki roots and the certificates in `ca_file`, as every TLS
+/// client of the relay does.
 fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, QueueError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = ca_file {
-        let bad = |reason: String| {
-            QueueError::Settings(format!("queue.ca_file {}: {reason}", path.display()))
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(bad("no PEM certificates in the file".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(e.to_string()))?;
-        }
-    }
-    // The provider is named explicitly: never depend on a process default.
-    Ok(
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| QueueError::Settings(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    relay_config::tls_client_config(ca_file).map_err(|e| QueueError::Settings(format!("queue.{e}")))
 }

@@ -198,11 +198,7 @@ pub async fn finish(
     let give_up_at = from_millis(received_at) + policy.give_up_after;
     let expired = count(tx, id, "pending").await? > 0 && now >= give_up_at;
     if expired {
-        let reply = format!(
-            "gave up after {}: {}",
-            humantime::format_duration(policy.give_up_after),
-            last_error.as_deref().unwrap_or("no successful delivery")
-        );
+        let reply = policy.gave_up(last_error.as_deref());
         tx.execute(
             &tx.prepare_cached(
                 "UPDATE recipients SET state = 'failed', reply = $2 WHERE message_id = $1 AND state = 'pending'",

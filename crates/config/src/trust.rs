@@ -1,6 +1,7 @@
-//! The TLS trust store for upstream connections: the built-in webpki
-//! roots (so a distroless image needs no OS certificates) plus any PEM
-//! roots from `ca_file`.
+//! The TLS trust a `ca_file` key describes, for every client the relay
+//! opens (Postmark upstreams, the shared queue's database): the built-in
+//! webpki roots (so a distroless image needs no OS certificates) plus any
+//! PEM roots from the file. One place, so both verify alike.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,6 @@ use std::sync::Arc;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tokio_rustls::TlsConnector;
 
 /// Building the TLS client configuration failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +19,9 @@ pub enum TlsSetupError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A connector trusting webpki roots and the certificates in `ca_file`.
-pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsSetupError> {
+/// A TLS client configuration trusting webpki roots and the certificates
+/// in `ca_file`.
+pub fn tls_client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsSetupError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -46,5 +47,5 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsSetupError> 
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
