@@ -186,15 +186,8 @@ impl TestPostgres {
     /// with its output if it fails.
     fn tool(&self, name: &str, args: &[&str]) -> Output {
         let program = self.bin.join(name);
-        let mut cmd = match self.run_as {
-            Some(user) => {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", user, "--"]).arg(&program);
-                cmd
-            }
-            None => Command::new(&program),
-        };
-        let out = cmd
+        let out = self
+            .command(name)
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("PGHOST")
@@ -213,20 +206,27 @@ impl TestPostgres {
     }
 }
 
+impl TestPostgres {
+    /// PostgreSQL's program `name`, run as the server's user.
+    fn command(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        match self.run_as {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(&program);
+                cmd
+            }
+            None => Command::new(&program),
+        }
+    }
+}
+
 impl Drop for TestPostgres {
     fn drop(&mut self) {
         let data = self.data();
         if data.join("postmaster.pid").exists() {
-            let program = self.bin.join("pg_ctl");
-            let mut cmd = match self.run_as {
-                Some(user) => {
-                    let mut cmd = Command::new("runuser");
-                    cmd.args(["-u", user, "--"]).arg(&program);
-                    cmd
-                }
-                None => Command::new(&program),
-            };
-            let _ = cmd
+            let _ = self
+                .command("pg_ctl")
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "-w", "stop"])
