@@ -55,6 +55,9 @@ impl<Q: Queue> Worker<Q> {
     pub async fn run(self) {
         let mut slot: Option<Pooled> = None;
         let mut backoff = Backoff::default();
+        // The queue could not be read last time (e.g. the shared database
+        // is down): said once, then retried with backoff, not every second.
+        let mut queue_down = false;
         let arrivals = self.queue.arrivals();
         while !self.shutdown.is_cancelled() {
             if let Some(until) = self.pause.until() {
@@ -68,10 +71,22 @@ impl<Q: Queue> Worker<Q> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let claimed = match self.queue.claim(&self.upstream.name, CHAIN, LEASE).await {
-                Ok(claimed) => claimed,
+                Ok(claimed) => {
+                    if std::mem::take(&mut queue_down) {
+                        backoff.reset();
+                        tracing::info!(upstream = %self.upstream.name, "The queue can be read again; delivery resumes.");
+                    }
+                    claimed
+                }
                 Err(e) => {
-                    tracing::error!(upstream = %self.upstream.name, error = %e, "Cannot read the queue.");
-                    Vec::new()
+                    if !std::mem::replace(&mut queue_down, true) {
+                        tracing::error!(upstream = %self.upstream.name, error = %e, "Cannot read the queue; delivery waits and tries again.");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                    continue;
                 }
             };
             if claimed.is_empty() {
