@@ -647,3 +647,15 @@ pub fn subject_counts(got: &[Received]) -> std::collections::HashMap<String, usi
     }
     counts
 }
+
+/// Whether this process runs as root (reads /proc, no libc call).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}

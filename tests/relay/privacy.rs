@@ -21,18 +21,6 @@ use crate::harness::*;
 /// The relay's user when the suite runs as root (distroless `nonroot`).
 const UID: u32 = 65532;
 
-/// Whether this process runs as root (reads /proc, no libc call).
-fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{fake, message, send, TOKEN};
+use crate::harness::{fake, message, running_as_root, send, TOKEN};
 
 /// The image's user (distroless `nonroot`).
 const UID: u32 = 65532;
@@ -127,7 +127,7 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 #[ignore = "needs root: runs the binary as uid 65532, the image's user (scripts/test as root runs it)"]
 fn runs_like_the_image_non_root_env_only() {
     assert!(
-        nix_is_root(),
+        running_as_root(),
         "needs root to switch to uid {UID}: run it as root (sudo scripts/test runs it)"
     );
     assert!(
@@ -283,18 +283,6 @@ fn runs_like_the_image_non_root_env_only() {
     let logs = logs.lock().unwrap();
     assert!(logs.iter().any(|l| l.contains("Stopped.")));
     assert!(!logs.iter().any(|l| l.contains(TOKEN)), "token in the log");
-}
-
-/// Whether this process runs as root (reads /proc, no libc call).
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

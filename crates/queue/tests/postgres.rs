@@ -4,22 +4,13 @@
 //! replicas, wake-ups across them, and outages.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use relay_queue::{
-    ClaimLimit, Content, Finished, NewMessage, Outcome, PgQueue, PgSettings, Queue, QueueError,
-    RetryPolicy,
-};
+use relay_queue::{ClaimLimit, Content, Finished, Outcome, PgQueue, PgSettings, Queue, QueueError};
 use relay_testkit::TestPostgres;
 
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        multiplier: 2.0,
-        give_up_after: Duration::from_secs(3600),
-    }
-}
+mod common;
+use common::{message, policy};
 
 fn settings(pg: &TestPostgres, schema: &str, lease: Duration) -> PgSettings {
     PgSettings {
@@ -34,19 +25,6 @@ async fn open(pg: &TestPostgres, schema: &str) -> PgQueue {
     PgQueue::open(&settings(pg, schema, LEASE), policy())
         .await
         .unwrap()
-}
-
-fn message(id: &str, rcpts: &[&str]) -> NewMessage {
-    NewMessage {
-        id: id.into(),
-        received_at: SystemTime::now(),
-        sender: "app@example.com".into(),
-        recipients: rcpts.iter().map(|r| r.to_string()).collect(),
-        upstream: "transactional".into(),
-        stream: None,
-        size: 5,
-        content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
-    }
 }
 
 const LEASE: Duration = Duration::from_secs(60);

@@ -1,33 +1,12 @@
 //! The queue's promises, checked against a real SQLite file.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use relay_queue::{
-    Content, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy, SqliteQueue,
-};
+use relay_queue::{Content, Finished, Outcome, Queue, QueueError, SqliteQueue};
 
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-        multiplier: 2.0,
-        give_up_after: Duration::from_secs(3600),
-    }
-}
-
-fn message(id: &str, rcpts: &[&str]) -> NewMessage {
-    NewMessage {
-        id: id.into(),
-        received_at: SystemTime::now(),
-        sender: "app@example.com".into(),
-        recipients: rcpts.iter().map(|r| r.to_string()).collect(),
-        upstream: "transactional".into(),
-        stream: None,
-        size: 5,
-        content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
-    }
-}
+mod common;
+use common::{message, policy};
 
 const LEASE: Duration = Duration::from_secs(60);
 
