@@ -244,12 +244,7 @@ impl Relay {
 
     /// `queue list --json`, parsed (panics unless the command succeeds).
     pub fn queue_list(&self) -> Vec<serde_json::Value> {
-        let out = self.queue_cli(&["list", "--json"]);
-        assert!(out.status.success(), "queue list --json: {out:?}");
-        match serde_json::from_slice(&out.stdout).unwrap() {
-            serde_json::Value::Array(messages) => messages,
-            other => panic!("queue list --json: not one JSON array: {other}"),
-        }
+        self.queue.list()
     }
 
     /// Log lines that mention queue id `id` and contain `needle`.
@@ -382,22 +377,33 @@ pub fn queue_id(reply: &str) -> String {
 /// or one sent again) to show up before the test counts.
 pub const IDLE: Duration = Duration::from_secs(2);
 
-/// A queue folder, as `postmark-relay queue ...` reaches it.
+/// A queue, as `postmark-relay queue ...` reaches it: an embedded one in
+/// a folder, or a shared one on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct QueueDir {
-    /// The folder, as the relay sees it.
-    pub path: PathBuf,
     /// A command that runs the rest of its command line where the relay's
     /// files are (e.g. `nsenter` into its mount namespace); empty: here.
     pub enter: Vec<OsString>,
+    /// The `[queue]` section the commands run with.
+    section: String,
 }
 
 impl QueueDir {
-    /// The queue in `path`, on this process's file system.
+    /// The queue in folder `path` (as the relay sees it), on this
+    /// process's file system.
     pub fn new(path: PathBuf) -> QueueDir {
+        let section = format!("[queue]\npath = {:?}\n", path.display().to_string());
         QueueDir {
-            path,
             enter: Vec::new(),
+            section,
+        }
+    }
+
+    /// The shared queue at `url` (every replica's queue).
+    pub fn shared(url: &str) -> QueueDir {
+        QueueDir {
+            enter: Vec::new(),
+            section: format!("[queue]\nbackend = \"postgres\"\nurl = {url:?}\n"),
         }
     }
 
@@ -406,8 +412,7 @@ impl QueueDir {
     pub fn cli(&self, args: &[&str]) -> Output {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("queue.toml");
-        let path = self.path.display().to_string();
-        std::fs::write(&config, format!("[queue]\npath = {path:?}\n")).unwrap();
+        std::fs::write(&config, &self.section).unwrap();
         cli_command(&self.enter)
             .arg("queue")
             .args(args)
@@ -415,6 +420,16 @@ impl QueueDir {
             .arg(&config)
             .output()
             .expect("postmark-relay runs")
+    }
+
+    /// `queue list --json`, parsed (panics unless the command succeeds).
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["list", "--json"]);
+        assert!(out.status.success(), "queue list --json: {out:?}");
+        match serde_json::from_slice(&out.stdout).unwrap() {
+            serde_json::Value::Array(messages) => messages,
+            other => panic!("queue list --json: not one JSON array: {other}"),
+        }
     }
 
     /// Messages that delivery still has to handle (`queued` + `deferred`

@@ -29,4 +29,5 @@ mod routing;
 mod runtime_contract;
 mod sendmail;
 mod shared_queue;
+mod shared_queue_tools;
 mod smuggling;

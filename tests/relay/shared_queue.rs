@@ -23,27 +23,15 @@ fn shared_config(t: &FakePostmark, b: &FakePostmark, pg: &TestPostgres) -> Strin
     )
 }
 
-/// The database password is in no log line.
-/// Waits until `fake` holds `n` messages and then has taken nothing new
-/// for 2 s, so a late duplicate is counted; returns what it got. (The
-/// harness's `settle` also waits for an empty queue through the `queue`
-/// tools, which do not read the shared queue yet.)
-fn settle_shared(fake: &FakePostmark, n: usize, timeout: Duration) -> Vec<Received> {
-    fake.wait_for(n, timeout);
-    let mut seen = fake.messages().len();
-    let mut quiet = std::time::Instant::now();
-    let deadline = std::time::Instant::now() + timeout;
-    while quiet.elapsed() < Duration::from_secs(2) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = fake.messages().len();
-        if now != seen {
-            seen = now;
-            quiet = std::time::Instant::now();
-        }
-    }
+/// Waits until the shared queue at `pg` holds nothing waiting and `fake`
+/// has then taken nothing new for a while (see [`quiesce`]), read through
+/// the `queue` commands on the shared queue; returns what `fake` got.
+fn settle_shared(pg: &TestPostgres, fake: &FakePostmark, timeout: Duration) -> Vec<Received> {
+    quiesce(&QueueDir::shared(&pg.url()), &[fake], timeout).unwrap();
     fake.messages()
 }
 
+/// The database password is in no log line.
 fn assert_password_hidden(relay: &Relay) {
     if let Some(line) = relay.logs().iter().find(|l| l.contains(PG_PASSWORD)) {
         panic!("the database password appeared in the log: {line}");
@@ -63,7 +51,7 @@ fn two_replicas_on_one_database_deliver_every_message_exactly_once() {
         scope.spawn(|| send_concurrently(first.addr, to_first, 3));
         scope.spawn(|| send_concurrently(second.addr, to_second, 3));
     });
-    let got = settle_shared(&t, subjects.len(), Duration::from_secs(60));
+    let got = settle_shared(&pg, &t, Duration::from_secs(60));
     assert_each_once(&got, &subjects);
     assert!(b.messages().is_empty());
     for relay in [&first, &second] {
@@ -145,7 +133,7 @@ fn a_database_outage_under_load_costs_452s_but_no_acknowledged_message() {
         sender.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let got = settle_shared(&t, acked.len(), Duration::from_secs(90));
+    let got = settle_shared(&pg, &t, Duration::from_secs(90));
     let counts = subject_counts(&got);
     for subject in &acked {
         assert_eq!(
@@ -195,7 +183,7 @@ fn a_replica_killed_mid_delivery_leaves_its_messages_to_another_after_the_lease(
     first.kill9();
     let killed = std::time::Instant::now();
     let second = relay_with(config);
-    let got = settle_shared(&t, subjects.len(), Duration::from_secs(60));
+    let got = settle_shared(&pg, &t, Duration::from_secs(60));
     assert_each_once(&got, &subjects);
     // Leases are renewed every quarter lease (5 s), so the last one ran
     // out at least 3.75 s after the kill.

@@ -187,13 +187,7 @@ async fn open_queue(config: &Config) -> Result<AnyQueue, StartError> {
     let queue = &config.queue;
     match (queue.backend, &queue.url) {
         (QueueBackend::Postgres, Some(url)) => {
-            let settings = PgSettings {
-                url: url.expose().to_string(),
-                ca_file: queue.ca_file.clone(),
-                schema: queue.schema.clone(),
-                lease: queue.lease,
-            };
-            PgQueue::open(&settings, policy)
+            PgQueue::open(&PgSettings::new(url.expose(), queue), policy)
                 .await
                 .map(AnyQueue::Postgres)
                 .map_err(|source| StartError::SharedQueue {

@@ -110,6 +110,21 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy this relay's embedded queue (queue.path) into a shared queue on
+    /// PostgreSQL: every waiting and failed message, with the state of each
+    /// recipient.
+    ///
+    /// Stop `serve` on the embedded queue first. Safe to run twice: a
+    /// message already in the shared queue is not copied again. The
+    /// embedded queue is only read; once the relays use the shared queue,
+    /// remove it (a relay started on it would send its messages again).
+    Migrate {
+        /// The shared queue, postgres://USER:PASSWORD@HOST:PORT/DB[?sslmode=require]
+        /// [default: queue.url, queue.url_file or POSTMARK_RELAY_QUEUE__URL,
+        /// which keep the password out of the process list]
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
 }
 
 /// `sendmail` options, as sendmail(8) takes them.

@@ -1,41 +1,41 @@
-//! `queue list|show|retry|delete|stats`: inspect and manage the queue of a
-//! running (or stopped) `serve`, through its own connection to the store.
-//! Rendering for people lives in [`render`]; this file opens the queue,
-//! runs the command and maps outcomes onto output and exit codes.
+//! `queue list|show|retry|delete|stats|migrate`: inspect and manage the
+//! queue of a running (or stopped) `serve`, embedded or shared, through its
+//! own connection to the store ([`store`]). Rendering for people lives in
+//! [`render`]; copying an embedded queue into a shared one in [`migrate`];
+//! this file opens the queue, runs the command and maps outcomes onto
+//! output and exit codes.
 
+mod migrate;
 mod render;
+mod store;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use relay_queue::{format_time, Deleted, Inspector, QueueError, State};
+use relay_queue::{format_time, Deleted, QueueError, State};
 
 use crate::cli::QueueCommand;
+use store::Store;
 
 /// Runs one `queue` subcommand; exit 1 (with the reason on stderr) for an
 /// unknown id, a missing queue or a store error.
 pub fn run(config: &relay_config::Config, command: QueueCommand) -> ExitCode {
-    if config.queue.backend == relay_config::QueueBackend::Postgres {
-        eprintln!(
-            "postmark-relay queue: queue.backend = \"postgres\": the queue commands do not read the shared queue yet \
-             (see docs/REFERENCE.md, \"Not yet implemented\"); /metrics on any relay counts its messages."
-        );
-        return ExitCode::FAILURE;
+    if let QueueCommand::Migrate { to } = command {
+        return migrate::run(config, to);
     }
-    let path = &config.queue.path;
-    let inspector = match Inspector::open(path) {
-        Ok(inspector) => inspector,
+    let store = match Store::open(config) {
+        Ok(store) => store,
         Err(e) => {
-            eprintln!("postmark-relay queue: {}", open_error(path, &e));
+            eprintln!("postmark-relay queue: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let QueueCommand::Show { id, raw: true } = &command {
-        return write_raw(&inspector, id);
+        return write_raw(&store, id);
     }
-    match execute(&inspector, command) {
+    match execute(&store, command) {
         Ok(out) => write_stdout(&out),
         Err(e) => {
             eprintln!("postmark-relay queue: {e:#}");
@@ -45,9 +45,9 @@ pub fn run(config: &relay_config::Config, command: QueueCommand) -> ExitCode {
 }
 
 /// `queue show --raw`: the stored message to stdout a piece at a time.
-fn write_raw(inspector: &Inspector, id: &str) -> ExitCode {
+fn write_raw(store: &Store, id: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    let written = inspector
+    let written = store
         .write_raw(id, &mut stdout)
         .map(|found| found && stdout.flush().is_ok());
     match written {
@@ -84,14 +84,14 @@ fn open_error(path: &Path, e: &QueueError) -> String {
 }
 
 /// The command's standard output, or why it failed.
-fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u8>> {
+fn execute(store: &Store, command: QueueCommand) -> anyhow::Result<Vec<u8>> {
     match command {
         QueueCommand::List { json, state } => {
             let state = state
                 .map(|s| s.parse::<State>())
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let messages = inspector.list(state).context("reading the queue")?;
+            let messages = store.list(state).context("reading the queue")?;
             if json {
                 let mut out = serde_json::to_vec_pretty(&messages)?;
                 out.push(b'\n');
@@ -101,13 +101,13 @@ fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u
             }
         }
         QueueCommand::Show { id, .. } => {
-            let Some(info) = inspector.show(&id).context("reading the queue")? else {
+            let Some(info) = store.show(&id).context("reading the queue")? else {
                 bail!("no message {id} in the queue (see `postmark-relay queue list`)");
             };
             Ok(render::message(&info).into_bytes())
         }
         QueueCommand::Retry { all: true, .. } => {
-            let n = inspector.retry_all().context("updating the queue")?;
+            let n = store.retry_all().context("updating the queue")?;
             Ok(format!(
                 "Made {n} message(s) due now; failed recipients will be tried again. \
                  The relay picks them up within a second.\n"
@@ -115,7 +115,7 @@ fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u
             .into_bytes())
         }
         QueueCommand::Retry { id: Some(id), .. } => {
-            if !inspector.retry(&id).context("updating the queue")? {
+            if !store.retry(&id).context("updating the queue")? {
                 bail!("no message {id} in the queue (see `postmark-relay queue list`)");
             }
             Ok(format!(
@@ -125,7 +125,7 @@ fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u
             .into_bytes())
         }
         QueueCommand::Retry { id: None, .. } => bail!("give a message id or --all"),
-        QueueCommand::Delete { id } => match inspector.delete(&id).context("updating the queue")? {
+        QueueCommand::Delete { id } => match store.delete(&id).context("updating the queue")? {
             Deleted::Removed => Ok(format!("Deleted message {id}.\n").into_bytes()),
             Deleted::NotFound => {
                 bail!("no message {id} in the queue (see `postmark-relay queue list`)")
@@ -136,8 +136,9 @@ fn execute(inspector: &Inspector, command: QueueCommand) -> anyhow::Result<Vec<u
                 format_time(until)
             ),
         },
+        QueueCommand::Migrate { .. } => bail!("queue migrate runs on its own (see `run`)"),
         QueueCommand::Stats { json } => {
-            let stats = inspector.stats().context("reading the queue")?;
+            let stats = store.stats().context("reading the queue")?;
             if json {
                 let mut out = serde_json::to_vec_pretty(&stats)?;
                 out.push(b'\n');

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use crate::info::{Deleted, MessageInfo, RecipientInfo, Stats};
 use crate::schema::{self, DB_FILE};
 use crate::sql::{self, from_millis, millis};
-use crate::{QueueError, State};
+use crate::{Content, QueueError, State};
 
 /// How long a write waits for the serving process's writer to finish its
 /// commit before giving up. Its transactions are short; this is generous.
@@ -119,6 +119,28 @@ impl Inspector {
             .query_row(params![id], |r| r.get(0))?;
         out.write_all(&tail).map_err(io)?;
         Ok(true)
+    }
+
+    /// Message `id`'s stored content (head, chunk count, tail), for
+    /// copying it elsewhere with [`chunk`](Self::chunk); `None` if there
+    /// is no such message.
+    pub fn content(&self, id: &str) -> Result<Option<Content>, QueueError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT head, chunks, data FROM messages WHERE id = ?1")?
+            .query_row(params![id], |r| {
+                Ok(Content {
+                    head: r.get(0)?,
+                    chunks: r.get(1)?,
+                    tail: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Chunk `seq` of message `id`'s body (see [`Content`]).
+    pub fn chunk(&self, id: &str, seq: u32) -> Result<Vec<u8>, QueueError> {
+        sql::chunk(&self.conn, id, seq)
     }
 
     /// Makes message `id` due now and gives its failed recipients another

@@ -83,7 +83,7 @@ pub use inspect::{Inspector, BUSY_TIMEOUT};
 pub use message::{
     ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
 };
-pub use postgres::{PgQueue, PgSettings};
+pub use postgres::{Imported, PgInspector, PgQueue, PgSettings};
 pub use sqlite::SqliteQueue;
 
 use std::future::Future;

@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use relay_queue::{ClaimLimit, Content, Finished, Outcome, PgQueue, PgSettings, Queue, QueueError};
+use relay_queue::{
+    ClaimLimit, Content, Deleted, Finished, Outcome, PgInspector, PgQueue, PgSettings, Queue,
+    QueueError, RecipientState, State,
+};
 use relay_testkit::TestPostgres;
 
 mod common;
@@ -359,4 +362,52 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// The operator's tools on the shared queue keep the embedded ones'
+/// rules: a message a replica is delivering is not deleted; `retry` gives
+/// failed recipients another try and wakes idle replicas at once.
+#[tokio::test]
+async fn the_inspector_never_deletes_under_a_live_lease_and_retry_wakes_replicas() {
+    let pg = TestPostgres::start();
+    let q = open(&pg, "postmark_relay").await;
+    let tools = PgInspector::open(&settings(&pg, "postmark_relay", LEASE))
+        .await
+        .unwrap();
+    q.enqueue(message("L1", &["a@x.test"])).await.unwrap();
+    q.enqueue(message("F1", &["b@x.test"])).await.unwrap();
+    let claimed = q.claim("transactional", 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(matches!(
+        tools.delete("L1").await.unwrap(),
+        Deleted::Leased(_)
+    ));
+    let failed = q
+        .finish("F1", vec![(0, Outcome::Failed("550 no".into()))], None)
+        .await
+        .unwrap();
+    assert!(matches!(failed, Finished::Failed));
+    let arrivals = q.arrivals();
+    let woken = arrivals.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    assert!(tools.retry("F1").await.unwrap());
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("retry woke the replica");
+    let info = tools.show("F1").await.unwrap().unwrap();
+    assert_eq!(info.state, State::Deferred);
+    assert_eq!(info.recipients[0].state, RecipientState::Pending);
+    assert!(!tools.retry("nope").await.unwrap());
+    assert_eq!(tools.delete("nope").await.unwrap(), Deleted::NotFound);
+    q.release("L1").await.unwrap();
+    assert_eq!(tools.delete("L1").await.unwrap(), Deleted::Removed);
+    let listed: Vec<String> = tools
+        .list(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, ["F1"]);
 }

@@ -16,6 +16,7 @@
 //!   they are old ([`ORPHAN_AGE`]): another replica may be receiving one.
 
 mod connect;
+mod inspect;
 mod lease;
 mod listen;
 mod schema;
@@ -34,6 +35,7 @@ use tokio::task::JoinHandle;
 use crate::sql::{from_millis, millis};
 use crate::{ClaimLimit, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy};
 use connect::Target;
+pub use inspect::{Imported, PgInspector};
 
 /// Chunks older than this without a message are leftovers of sessions
 /// that died (no session lives this long between two chunks).
@@ -51,6 +53,19 @@ pub struct PgSettings {
     pub schema: String,
     /// How long a claim holds a message unless renewed.
     pub lease: Duration,
+}
+
+impl PgSettings {
+    /// The shared queue at `url`, with the rest (`ca_file`, `schema`,
+    /// `lease`) from the `[queue]` section.
+    pub fn new(url: &str, queue: &relay_config::Queue) -> PgSettings {
+        PgSettings {
+            url: url.to_string(),
+            ca_file: queue.ca_file.clone(),
+            schema: queue.schema.clone(),
+            lease: queue.lease,
+        }
+    }
 }
 
 impl fmt::Debug for PgSettings {
@@ -113,7 +128,7 @@ impl PgQueue {
             );
         }
         let arrivals = Arc::new(Notify::new());
-        let channel = format!("{}_arrivals", settings.schema);
+        let channel = channel(&settings.schema);
         let (enqueues, requests) = mpsc::channel(crate::writer::MAX_BATCH * 4);
         let owner: Arc<str> = lease::identity().into();
         let tasks = vec![
@@ -180,31 +195,40 @@ impl PgQueue {
 
     /// Counts by state and the oldest waiting message, for `/metrics`.
     pub async fn stats(&self) -> Result<crate::Stats, QueueError> {
-        let client = self.pool.get().await?;
-        let mut stats = crate::Stats::default();
-        for row in client
-            .query(
-                "SELECT upstream, state, COUNT(*) FROM messages GROUP BY upstream, state",
-                &[],
-            )
-            .await?
-        {
-            let (upstream, state, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
-            let state: crate::State = state.parse().map_err(QueueError::Database)?;
-            let n = n.max(0) as u64;
-            stats.by_state.add(state, n);
-            stats.by_upstream.entry(upstream).or_default().add(state, n);
-        }
-        let oldest: Option<i64> = client
-            .query_one(
-                "SELECT MIN(received_at) FROM messages WHERE state <> 'failed'",
-                &[],
-            )
-            .await?
-            .get(0);
-        stats.oldest_received_at = oldest.map(from_millis);
-        Ok(stats)
+        stats(&*self.pool.get().await?).await
     }
+}
+
+/// The NOTIFY channel that wakes every replica of the queue in `schema`.
+fn channel(schema: &str) -> String {
+    format!("{schema}_arrivals")
+}
+
+/// Counts by state and upstream, and the oldest waiting message.
+async fn stats(client: &tokio_postgres::Client) -> Result<crate::Stats, QueueError> {
+    let mut stats = crate::Stats::default();
+    for row in client
+        .query(
+            "SELECT upstream, state, COUNT(*) FROM messages GROUP BY upstream, state",
+            &[],
+        )
+        .await?
+    {
+        let (upstream, state, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let state: crate::State = state.parse().map_err(QueueError::Database)?;
+        let n = n.max(0) as u64;
+        stats.by_state.add(state, n);
+        stats.by_upstream.entry(upstream).or_default().add(state, n);
+    }
+    let oldest: Option<i64> = client
+        .query_one(
+            "SELECT MIN(received_at) FROM messages WHERE state <> 'failed'",
+            &[],
+        )
+        .await?
+        .get(0);
+    stats.oldest_received_at = oldest.map(from_millis);
+    Ok(stats)
 }
 
 impl Queue for PgQueue {

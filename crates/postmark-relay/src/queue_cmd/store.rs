@@ -1,0 +1,117 @@
+//! [`Store`]: the queue the `queue` commands read and change, embedded or
+//! shared, behind one set of blocking calls (the commands run one at a
+//! time; the shared queue's async client runs on a small runtime here).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use relay_config::{Config, QueueBackend};
+use relay_queue::{
+    Deleted, Inspector, MessageInfo, PgInspector, PgSettings, QueueError, State, Stats,
+};
+use tokio::runtime::Runtime;
+
+/// The embedded SQLite queue in `queue.path`, or the shared one at
+/// `queue.url`.
+pub enum Store {
+    Local(Inspector),
+    Shared(PgInspector, Runtime),
+}
+
+/// Why the queue could not be opened, in words for the user.
+pub type OpenError = String;
+
+impl Store {
+    /// Opens the queue `config` points at, without creating a local one.
+    pub fn open(config: &Config) -> Result<Store, OpenError> {
+        let queue = &config.queue;
+        match (queue.backend, &queue.url) {
+            (QueueBackend::Postgres, Some(url)) => {
+                let settings = PgSettings::new(url.expose(), queue);
+                let (inspector, runtime) = open_shared(&settings).map_err(|e| {
+                    format!(
+                        "cannot open the shared queue (queue.url, schema {}): {e}",
+                        queue.schema
+                    )
+                })?;
+                Ok(Store::Shared(inspector, runtime))
+            }
+            _ => Inspector::open(&queue.path)
+                .map(Store::Local)
+                .map_err(|e| super::open_error(&queue.path, &e)),
+        }
+    }
+
+    /// Every message (or those in `state`), oldest first.
+    pub fn list(&self, state: Option<State>) -> Result<Vec<MessageInfo>, QueueError> {
+        match self {
+            Store::Local(q) => q.list(state),
+            Store::Shared(q, rt) => rt.block_on(q.list(state)),
+        }
+    }
+
+    /// One message, if it is in the queue.
+    pub fn show(&self, id: &str) -> Result<Option<MessageInfo>, QueueError> {
+        match self {
+            Store::Local(q) => q.show(id),
+            Store::Shared(q, rt) => rt.block_on(q.show(id)),
+        }
+    }
+
+    /// The stored message to `out` a piece at a time; `false` if unknown.
+    pub fn write_raw(&self, id: &str, out: &mut dyn Write) -> Result<bool, QueueError> {
+        match self {
+            Store::Local(q) => q.write_raw(id, out),
+            Store::Shared(q, rt) => rt.block_on(q.write_raw(id, out)),
+        }
+    }
+
+    /// Makes one message due now; `false` if unknown.
+    pub fn retry(&self, id: &str) -> Result<bool, QueueError> {
+        match self {
+            Store::Local(q) => q.retry(id),
+            Store::Shared(q, rt) => rt.block_on(q.retry(id)),
+        }
+    }
+
+    /// Makes every message due now; how many.
+    pub fn retry_all(&self) -> Result<usize, QueueError> {
+        match self {
+            Store::Local(q) => q.retry_all(),
+            Store::Shared(q, rt) => rt.block_on(q.retry_all()),
+        }
+    }
+
+    /// Removes a message unless a delivery holds it.
+    pub fn delete(&self, id: &str) -> Result<Deleted, QueueError> {
+        match self {
+            Store::Local(q) => q.delete(id),
+            Store::Shared(q, rt) => rt.block_on(q.delete(id)),
+        }
+    }
+
+    /// Counts by state and upstream, and the oldest waiting message.
+    pub fn stats(&self) -> Result<Stats, QueueError> {
+        match self {
+            Store::Local(q) => q.stats(),
+            Store::Shared(q, rt) => rt.block_on(q.stats()),
+        }
+    }
+}
+
+/// Connects to the shared queue on a runtime of its own.
+pub fn open_shared(settings: &PgSettings) -> Result<(PgInspector, Runtime), QueueError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| QueueError::Read(format!("starting the database client: {e}")))?;
+    let inspector = runtime.block_on(PgInspector::open(settings))?;
+    Ok((inspector, runtime))
+}
+
+/// Whether a delivery holds `message` right now.
+pub fn leased(message: &MessageInfo) -> Option<SystemTime> {
+    message
+        .leased_until
+        .filter(|until| *until > SystemTime::now())
+}
