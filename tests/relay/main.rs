@@ -29,5 +29,6 @@ mod routing;
 mod runtime_contract;
 mod sendmail;
 mod shared_queue;
+mod shared_queue_start;
 mod shared_queue_tools;
 mod smuggling;

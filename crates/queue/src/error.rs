@@ -45,9 +45,11 @@ pub enum QueueError {
 }
 
 impl From<tokio_postgres::Error> for QueueError {
-    /// A statement the server refused is a database error; no connection,
-    /// a closed one, I/O, or the server ending the session (shutting down,
-    /// `FATAL`) mean the database is unreachable.
+    /// The server refusing the relay itself (wrong password, no such
+    /// database, no rights on it) is a settings error: only the operator
+    /// can fix it. Another statement the server refused is a database
+    /// error; no connection, a closed one, I/O, or the server ending the
+    /// session (shutting down, `FATAL`) mean the database is unreachable.
     fn from(e: tokio_postgres::Error) -> QueueError {
         let session_ended = |db: &tokio_postgres::error::DbError| {
             let code = db.code().code();
@@ -55,7 +57,17 @@ impl From<tokio_postgres::Error> for QueueError {
                 || code.starts_with("08")
                 || code.starts_with("57P")
         };
+        // 28xxx: invalid authorization; 3D000: no such database;
+        // 42501: insufficient privilege.
+        let refuses_us = |db: &tokio_postgres::error::DbError| {
+            let code = db.code().code();
+            code.starts_with("28") || code == "3D000" || code == "42501"
+        };
         match e.as_db_error() {
+            Some(db) if refuses_us(db) => QueueError::Settings(format!(
+                "the database refused the relay: {} (check queue.url: user, password, database and the user's rights)",
+                db.message()
+            )),
             Some(db) if !e.is_closed() && !session_ended(db) => {
                 QueueError::Database(db.to_string())
             }

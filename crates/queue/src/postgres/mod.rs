@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::sql::{from_millis, millis};
@@ -85,6 +85,9 @@ impl fmt::Debug for PgSettings {
 #[derive(Clone)]
 pub struct PgQueue {
     pool: Pool,
+    /// Set once the tables are known to be at this build's version.
+    prepared: Arc<OnceCell<()>>,
+    schema: Arc<str>,
     enqueues: mpsc::Sender<writer::Request>,
     arrivals: Arc<Notify>,
     policy: Arc<RwLock<RetryPolicy>>,
@@ -108,25 +111,16 @@ impl Drop for Tasks {
 impl PgQueue {
     /// Connects, creates or migrates the tables, drops old orphan chunks,
     /// and starts the background tasks. Must run inside a tokio runtime.
+    ///
+    /// A database that does not answer yet is not an error: the queue
+    /// opens, every operation fails as unreachable (sessions get `452`)
+    /// and the first one after the database is back prepares the tables.
+    /// A database that refuses the relay (wrong password, no such
+    /// database, no rights) or a newer schema is an error: waiting would
+    /// not fix it.
     pub async fn open(settings: &PgSettings, policy: RetryPolicy) -> Result<PgQueue, QueueError> {
         let target = Target::new(settings)?;
         let pool = target.pool()?;
-        schema::migrate(&pool, &settings.schema).await?;
-        let orphans = pool
-            .get()
-            .await?
-            .execute(
-                "DELETE FROM chunks WHERE created_at < $1
-                   AND NOT EXISTS (SELECT 1 FROM messages WHERE id = chunks.message_id)",
-                &[&millis(SystemTime::now() - ORPHAN_AGE)],
-            )
-            .await?;
-        if orphans > 0 {
-            tracing::info!(
-                chunks = orphans,
-                "Dropped old body chunks of messages never acknowledged."
-            );
-        }
         let arrivals = Arc::new(Notify::new());
         let channel = channel(&settings.schema);
         let (enqueues, requests) = mpsc::channel(crate::writer::MAX_BATCH * 4);
@@ -145,22 +139,49 @@ impl PgQueue {
                 settings.lease,
             )),
         ];
-        tracing::info!(replica = %owner, schema = %settings.schema, lease_s = settings.lease.as_secs_f64(), "Shared queue (PostgreSQL) ready.");
-        Ok(PgQueue {
+        let queue = PgQueue {
             pool,
+            prepared: Arc::new(OnceCell::new()),
+            schema: settings.schema.clone().into(),
             enqueues,
             arrivals,
             policy: Arc::new(RwLock::new(policy)),
             owner,
             lease: settings.lease,
             _tasks: Arc::new(Tasks(tasks)),
-        })
+        };
+        match queue.prepare().await {
+            Ok(()) => {
+                tracing::info!(replica = %queue.owner, schema = %settings.schema, lease_s = settings.lease.as_secs_f64(), "Shared queue (PostgreSQL) ready.");
+            }
+            Err(e @ (QueueError::Settings(_) | QueueError::NewerSchema(_))) => return Err(e),
+            Err(e) => {
+                tracing::warn!(replica = %queue.owner, error = %e, "The shared queue (PostgreSQL) does not answer yet: new mail gets 452 and deliveries wait until it does.");
+            }
+        }
+        Ok(queue)
+    }
+
+    /// Creates or migrates the tables once per process, on the first
+    /// operation that reaches the database (a failed try is tried again
+    /// by the next operation).
+    async fn prepare(&self) -> Result<(), QueueError> {
+        self.prepared
+            .get_or_try_init(|| prepare(&self.pool, &self.schema))
+            .await
+            .map(|_| ())
+    }
+
+    /// A pooled connection to prepared tables.
+    async fn client(&self) -> Result<deadpool_postgres::Object, QueueError> {
+        self.prepare().await?;
+        Ok(self.pool.get().await?)
     }
 
     /// Whether the queue can take new messages now: the database answers
     /// and is not a read-only standby.
     pub async fn check_writable(&self) -> Result<(), QueueError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         let read_only: bool = client
             .query_one("SELECT pg_is_in_recovery()", &[])
             .await?
@@ -186,7 +207,7 @@ impl PgQueue {
         &self,
         route: impl Fn(&str, &[u8]) -> (String, Option<String>) + Send + Sync + 'static,
     ) -> Result<usize, QueueError> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let changed = sql::reroute(&tx, &route, SystemTime::now()).await?;
         tx.commit().await?;
@@ -195,8 +216,30 @@ impl PgQueue {
 
     /// Counts by state and the oldest waiting message, for `/metrics`.
     pub async fn stats(&self) -> Result<crate::Stats, QueueError> {
-        stats(&*self.pool.get().await?).await
+        stats(&*self.client().await?).await
     }
+}
+
+/// Brings the tables in `schema` to this build's version and drops old
+/// orphan chunks.
+async fn prepare(pool: &Pool, schema: &str) -> Result<(), QueueError> {
+    schema::migrate(pool, schema).await?;
+    let orphans = pool
+        .get()
+        .await?
+        .execute(
+            "DELETE FROM chunks WHERE created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM messages WHERE id = chunks.message_id)",
+            &[&millis(SystemTime::now() - ORPHAN_AGE)],
+        )
+        .await?;
+    if orphans > 0 {
+        tracing::info!(
+            chunks = orphans,
+            "Dropped old body chunks of messages never acknowledged."
+        );
+    }
+    Ok(())
 }
 
 /// The NOTIFY channel that wakes every replica of the queue in `schema`.
@@ -233,6 +276,7 @@ async fn stats(client: &tokio_postgres::Client) -> Result<crate::Stats, QueueErr
 
 impl Queue for PgQueue {
     async fn enqueue(&self, message: NewMessage) -> Result<(), QueueError> {
+        self.prepare().await?;
         let (reply, answer) = oneshot::channel();
         self.enqueues
             .send((message, reply))
@@ -245,7 +289,7 @@ impl Queue for PgQueue {
     /// enqueue's synchronous commit, later in the same WAL, makes it
     /// durable.
     async fn append(&self, id: &str, seq: u32, chunk: Vec<u8>) -> Result<(), QueueError> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute("SET LOCAL synchronous_commit = off")
             .await?;
@@ -263,7 +307,7 @@ impl Queue for PgQueue {
     }
 
     async fn discard(&self, id: &str) -> Result<(), QueueError> {
-        let mut client = self.pool.get().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         sql::discard(&tx, id).await?;
         tx.commit().await?;
@@ -271,7 +315,7 @@ impl Queue for PgQueue {
     }
 
     async fn chunk(&self, id: &str, seq: u32) -> Result<Vec<u8>, QueueError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         let select = client
             .prepare_cached("SELECT data FROM chunks WHERE message_id = $1 AND seq = $2")
             .await?;
@@ -293,7 +337,7 @@ impl Queue for PgQueue {
         _lease: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
         let batch = batch.into();
-        let mut client = self.pool.get().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let claimed = sql::claim(
             &tx,
@@ -319,7 +363,7 @@ impl Queue for PgQueue {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut client = self.pool.get().await?;
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let finished = sql::finish(
             &tx,
@@ -335,7 +379,7 @@ impl Queue for PgQueue {
     }
 
     async fn release(&self, id: &str) -> Result<(), QueueError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         client
             .execute(
                 "UPDATE messages SET lease_until = NULL, lease_owner = NULL WHERE id = $1",
@@ -346,7 +390,7 @@ impl Queue for PgQueue {
     }
 
     async fn next_due(&self, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         let due: Option<i64> = client
             .query_one(
                 "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages
@@ -359,7 +403,7 @@ impl Queue for PgQueue {
     }
 
     async fn waiting(&self) -> Result<Vec<(String, u64)>, QueueError> {
-        let client = self.pool.get().await?;
+        let client = self.client().await?;
         Ok(client
             .query(
                 "SELECT upstream, COUNT(*) FROM messages WHERE state <> 'failed'
