@@ -12,14 +12,20 @@
 #                           linux-perf) or valgrind's callgrind (1,000
 #                           messages, inclusive costs); prints the hot spots
 #   options: --reps N  --no-doc  --keep (keep the temp folder)
-#            --only 4k|100k|4k-wan10|idle|backlog  (one scenario, no doc)
+#            --only 4k|100k|4k-wan10|idle|backlog|pg-1|pg-2  (one scenario, no doc)
+#
+# pg-1 and pg-2 run postmark-relay on the shared queue (queue.backend =
+# "postgres"): one and two replicas on one local PostgreSQL (Debian's
+# package, started here in the work folder as the postgres user), the
+# 20 sessions split between the replicas.
 #   env:     RELAY_BIN (default target/release/postmark-relay; built if missing)
 #            BENCH_RELAY_REV (what RELAY_BIN was built from, for the doc)
 #            BENCH_BACKLOG (queued messages for the start-up test; 100000)
 #            BENCH_POSTFIX_LOG=1 (Postfix logs to a file in the work folder)
+#            BENCH_PG_OPTIONS (extra postgres -c options, e.g. "-c log_statement=all")
 #
 # Needs root (Postfix's own instance runs as root with mail_owner postfix).
-# Installs postfix, libsasl2-modules, sqlite3 and iproute2 (ss) from Debian
+# Installs postfix, libsasl2-modules, sqlite3, iproute2 (ss) and postgresql from Debian
 # if missing, without letting Postfix's system instance start or take port 25.
 # Everything listens on 127.0.0.1 high ports picked free at start.
 set -euo pipefail
@@ -58,6 +64,7 @@ ensure_packages() {
     ls /usr/lib/*/sasl2/libplain.so* >/dev/null 2>&1 || missing+=(libsasl2-modules)
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
     command -v ss >/dev/null || missing+=(iproute2)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     [ ${#missing[@]} = 0 ] && return
     say "installing ${missing[*]} from Debian"
     [ "$(id -u)" = 0 ] || die "installing packages needs root"
@@ -78,7 +85,7 @@ ensure_packages() {
 # ---------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /var/tmp/pm-bench.XXXXXX)
 chmod 755 "$WORK" # Postfix's daemons run as mail_owner and must reach their queue
-PIDS=() POSTFIX_DIRS=()
+PIDS=() POSTFIX_DIRS=() PG_BIN=''
 cleanup() {
     local pid dir
     for dir in "${POSTFIX_DIRS[@]}"; do
@@ -86,6 +93,7 @@ cleanup() {
     done
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [ -z "$PG_BIN" ] || runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1 || true
     if [ $KEEP = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -161,15 +169,18 @@ sink_expect() { # EXPECT TIMEOUT_S LABEL
 
 # ---------------------------------------------------------------- relays
 RELAY_PID='' RELAY_PORT='' PF_DIR='' RELAY_WRAP=() PERF_PID=''
-start_pmrelay() { # QUEUE_DIR
+start_pmrelay() { # QUEUE_DIR [SHARED_QUEUE_URL]
     RELAY_PORT=$("$TOOLS/bench-proc" ports 1)
-    local dir=$1
+    local dir=$1 queue
     mkdir -p "$dir"
+    queue="path = \"$dir/queue\""
+    [ -z "${2:-}" ] || queue="backend = \"postgres\"
+url = \"$2\""
     cat >"$dir/relay.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$RELAY_PORT"]
 [queue]
-path = "$dir/queue"
+$queue
 [upstreams.transactional]
 host = "127.0.0.1"
 port = $SINK_PORT
@@ -364,6 +375,94 @@ attempt() { # same arguments as run_one
     die "$1 $2 #$3: three attempts failed"
 }
 
+# ---------------------------------------------------------------- shared queue
+# One PostgreSQL for the pg-* scenarios, started once (as the postgres
+# user: it refuses root) with its defaults (fsync and synchronous_commit
+# on), a role and database for the relays like production's.
+PG_URL='' PG_PORT=''
+pg_start() {
+    [ -n "$PG_URL" ] && return
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PG_PORT=$("$TOOLS/bench-proc" ports 1)
+    mkdir -p "$WORK/pg"
+    chown postgres "$WORK/pg"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg/data" -U postgres --auth-local=trust \
+        --auth-host=scram-sha-256 -E UTF8 --no-instructions >"$WORK/pg/initdb.log" 2>&1 \
+        || die "initdb failed: $(tail -3 "$WORK/pg/initdb.log")"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w -t 60 \
+        -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=200 ${BENCH_PG_OPTIONS:-}" start >/dev/null \
+        || die "PostgreSQL did not start: $(tail -3 "$WORK/pg/server.log")"
+    pg_sql postgres "CREATE ROLE relay LOGIN PASSWORD 'bench'" >/dev/null
+    pg_sql postgres "CREATE DATABASE relay OWNER relay" >/dev/null
+    PG_URL="postgres://relay:bench@127.0.0.1:$PG_PORT/relay"
+    say "PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }') on port $PG_PORT"
+}
+pg_sql() { # DB SQL: tuples only
+    runuser -u postgres -- "$PG_BIN/psql" -h "$WORK/pg" -p "$PG_PORT" -U postgres -d "$1" -qAt -v ON_ERROR_STOP=1 -c "$2"
+}
+pg_pid() { head -1 "$WORK/pg/data/postmaster.pid"; }
+pg_commits() { # committed transactions in the relay's database so far
+    sleep 1.2 # backends report their counts to the statistics at most every second
+    pg_sql relay "SELECT xact_commit FROM pg_stat_database WHERE datname = 'relay'"
+}
+
+# pg-R: R replicas of postmark-relay on the shared queue, each receiving
+# N/R messages over SESSIONS/R sessions at the same time.
+run_shared() { # SCENARIO REP N REPLICAS
+    local scen=$1 rep=$2 n=$3 replicas=$4 label="postmark-relay $1 #$2"
+    local dir=$WORK/postmark-relay-$scen-$rep
+    REC=$dir.rec
+    : >"$REC"
+    pg_start
+    pg_sql relay "DROP SCHEMA IF EXISTS postmark_relay CASCADE" >/dev/null 2>&1
+    sink_start 0
+    local r pids=() ports=()
+    for r in $(seq "$replicas"); do
+        start_pmrelay "$dir/replica-$r" "$PG_URL"
+        pids+=("$RELAY_PID") ports+=("$RELAY_PORT")
+    done
+    sleep 0.5
+    local cpu0=0 cpu1=0 pg0 pg1 c0 c1 cpu rest t0 t1 stat total unique noid auths first last
+    for r in "${pids[@]}"; do
+        read -r cpu rest < <("$TOOLS/bench-proc" snap "$r")
+        cpu0=$(awk -v a="$cpu0" -v b="$cpu" 'BEGIN { print a + b }')
+    done
+    c0=$(pg_commits)
+    read -r pg0 rest < <("$TOOLS/bench-proc" snap "$(pg_pid)")
+    t0=$(now_ms)
+    local sources=()
+    for r in $(seq 0 $((replicas - 1))); do
+        smtp-source -s $((SESSIONS / replicas)) -m $((n / replicas)) -l 4096 -f a@example.com -t b@example.net \
+            "127.0.0.1:${ports[$r]}" 2>"$dir.source-$r.err" &
+        sources+=($!)
+    done
+    for r in "${sources[@]}"; do wait "$r" || die "$label: smtp-source failed: $(cat "$dir".source-*.err | head -3)"; done
+    t1=$(now_ms)
+    stat=$(sink_expect "$n" $((60 + n / 20)) "$label")
+    read -r total unique noid auths first last <<<"$stat"
+    read -r pg1 rest < <("$TOOLS/bench-proc" snap "$(pg_pid)")
+    for r in "${pids[@]}"; do
+        read -r cpu rest < <("$TOOLS/bench-proc" snap "$r")
+        cpu1=$(awk -v a="$cpu1" -v b="$cpu" 'BEGIN { print a + b }')
+    done
+    c1=$(pg_commits)
+    local ingest e2e relay_us pg_us commits
+    ingest=$(awk -v n="$n" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
+    e2e=$(awk -v n="$n" -v ms=$((last - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
+    relay_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
+    pg_us=$(awk -v a="$pg0" -v b="$pg1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
+    commits=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
+    record postmark-relay "$scen" ingest_msgs_s "$ingest"
+    record postmark-relay "$scen" e2e_msgs_s "$e2e"
+    record postmark-relay "$scen" relay_cpu_us_per_msg "$relay_us"
+    record postmark-relay "$scen" pg_cpu_us_per_msg "$pg_us"
+    record postmark-relay "$scen" commits_per_msg "$commits"
+    for r in "${pids[@]}"; do kill "$r" 2>/dev/null; wait "$r" 2>/dev/null || true; done
+    sink_stop
+    cat "$REC" >>"$RESULTS"
+    say "$label: $n msgs over $replicas replica(s), ingest $ingest msg/s, end-to-end $e2e msg/s, relay cpu $relay_us µs/msg, PostgreSQL cpu $pg_us µs/msg, $commits commits/msg"
+}
+
 # ---------------------------------------------------------------- extras
 idle_rss() {
     REC=$RESULTS
@@ -468,6 +567,10 @@ for rep in $(seq "$REPS"); do
         want 4k-wan10 && attempt "$relay" 4k-wan10 "$rep" "$N_WAN" 4096 "$WAN_DELAY_MS" 0
     done
 done
+for rep in $(seq "$REPS"); do
+    want pg-1 && run_shared pg-1 "$rep" "$N_SMALL" 1
+    want pg-2 && run_shared pg-2 "$rep" "$N_SMALL" 2
+done
 want idle && idle_rss
 if want backlog && [ "$N_BACKLOG" -gt 0 ]; then backlog "$N_BACKLOG"; fi
 ELAPSED=$(($(date +%s) - started))
@@ -490,6 +593,12 @@ table() {
             b=$(median postfix $scen $metric)
             [ "$a" = - ] && [ "$b" = - ] && continue
             echo "| $scen | $metric | $a | $b | $(ratio "$a" "$b") |"
+        done
+    done
+    for scen in pg-1 pg-2; do
+        for metric in ingest_msgs_s e2e_msgs_s relay_cpu_us_per_msg pg_cpu_us_per_msg commits_per_msg; do
+            a=$(median postmark-relay $scen $metric)
+            [ "$a" = - ] || echo "| $scen (shared queue) | $metric | $a | | |"
         done
     done
     echo "| idle | idle_rss_mb | $(median postmark-relay idle idle_rss_mb) | | |"
@@ -522,6 +631,13 @@ targets() {
     echo "| ingest p99 ≤ 20 ms | $p99 ms | $(verdict "$p99 <= 20") |"
     echo "| idle RSS ≤ 15 MB | $idle MB | $(verdict "$idle <= 15") |"
     echo "| RSS during the 20-session run ≤ 60 MB | $rss MB (4 KiB); $(median postmark-relay 100k peak_rss_mb) MB (100 KiB) | $(verdict "$rss <= 60") |"
+    local pg2
+    pg2=$(median postmark-relay pg-2 e2e_msgs_s)
+    if [ "$pg2" = - ]; then
+        echo "| shared queue, 2 replicas: end-to-end ≥ 2,000 msg/s | not measured | – |"
+    else
+        echo "| shared queue, 2 replicas: end-to-end ≥ 2,000 msg/s | $pg2 msg/s | $(verdict "$pg2 >= 2000") |"
+    fi
     if [ "$first" = - ]; then
         echo "| 100,000 queued → first delivery ≤ 2 s | not measured (--quick) | – |"
     else
@@ -591,6 +707,15 @@ $TABLE
 - **upstream_logins**: AUTHs the sink saw, i.e. upstream connections opened.
 - **4k-wan10**: the sink delays every chunk by $WAN_DELAY_MS ms each way (RTT
   $((2 * WAN_DELAY_MS)) ms), both relays use $CONNECTIONS upstream connections.
+- **pg-1 / pg-2 (shared queue)**: postmark-relay with \`queue.backend =
+  "postgres"\`, one or two replicas on one local PostgreSQL (defaults:
+  \`fsync\` and \`synchronous_commit\` on), N = $N_SMALL messages of 4 KiB at
+  0 ms, the 20 sessions split evenly between the replicas (one smtp-source per
+  replica, run together). **relay_cpu_us_per_msg**: CPU of all replicas per
+  message; **pg_cpu_us_per_msg**: CPU of the PostgreSQL server (postmaster and
+  every backend) per message; **commits_per_msg**: committed transactions in
+  the relay's database (\`pg_stat_database.xact_commit\`) per message. Relays,
+  PostgreSQL, smtp-source and the sink share the same 2 cores.
 - **idle_rss_mb**: postmark-relay's VmRSS 3 s after start, empty queue.
 - **queue-id collisions**: $COLLISIONS run(s) had to be repeated because
   postmark-relay answered \`452 4.3.1\` to a duplicate queue id (ids are

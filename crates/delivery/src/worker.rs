@@ -89,6 +89,11 @@ impl<Q: Queue> Worker<Q> {
                     continue;
                 }
             };
+            // Found work: more may be due (the queue wakes one delivery per
+            // commit), so wake another idle delivery to look.
+            if !claimed.is_empty() {
+                arrivals.notify_one();
+            }
             if claimed.is_empty() {
                 pool::close_if_idle(&mut slot);
                 let wait = self.idle_wait().await;

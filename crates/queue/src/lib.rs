@@ -92,6 +92,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
+/// Wakes one idle delivery waiting on `arrivals` after a commit that
+/// added messages. Not every delivery: woken all at once, dozens would race
+/// to claim the same few messages, each paying a claim (a database round
+/// trip on the shared queue) to find nothing. The one woken claims a chain
+/// and, having found work, wakes the next (see the delivery worker), so
+/// exactly as many deliveries wake as there is work for, plus one.
+pub fn wake(arrivals: &Notify) {
+    arrivals.notify_one();
+}
+
 /// What delivery needs from a queue: [`SqliteQueue`] (embedded, one
 /// relay) and [`PgQueue`] (shared by several replicas) implement it, and
 /// [`AnyQueue`] is whichever of them `serve` was configured with.
@@ -154,7 +164,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// How many messages wait (not failed), per upstream name.
     fn waiting(&self) -> impl Future<Output = Result<Vec<(String, u64)>, QueueError>> + Send;
 
-    /// Notified after every commit that adds a message, so delivery starts
-    /// at once instead of polling.
+    /// Notified after every commit that adds messages ([`wake`]), so
+    /// delivery starts at once instead of polling.
     fn arrivals(&self) -> Arc<Notify>;
 }

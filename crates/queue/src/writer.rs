@@ -123,7 +123,7 @@ pub(crate) fn run(
             answer(error.as_deref());
         }
         if added && error.is_none() {
-            arrivals.notify_waiters();
+            crate::wake(&arrivals);
         }
     }
 }

@@ -189,7 +189,7 @@ impl PgInspector {
         )
         .await?;
         if changed > 0 {
-            tx.execute("SELECT pg_notify($1, '')", &[&self.channel])
+            tx.execute("SELECT pg_notify($1, 'queue retry')", &[&self.channel])
                 .await?;
         }
         tx.commit().await?;
@@ -299,7 +299,7 @@ impl PgInspector {
             )
             .await?;
         }
-        tx.execute("SELECT pg_notify($1, '')", &[&self.channel])
+        tx.execute("SELECT pg_notify($1, 'queue migrate')", &[&self.channel])
             .await?;
         tx.commit().await?;
         Ok(Imported::Copied)

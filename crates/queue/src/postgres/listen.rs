@@ -31,13 +31,13 @@ enum Ended {
 }
 
 /// Keeps a LISTEN connection on `channel` for ever (until aborted).
-pub(crate) async fn run(target: Target, channel: String, arrivals: Arc<Notify>) {
+pub(crate) async fn run(target: Target, channel: String, owner: Arc<str>, arrivals: Arc<Notify>) {
     let mut backoff = RECONNECT_MIN;
     let mut failing = false;
     loop {
         let ended = match &target.tls {
-            Tls::Plain => listen(&target, tokio_postgres::NoTls, &channel, &arrivals).await,
-            Tls::Rustls(tls) => listen(&target, tls.clone(), &channel, &arrivals).await,
+            Tls::Plain => listen(&target, tokio_postgres::NoTls, &channel, &owner, &arrivals).await,
+            Tls::Rustls(tls) => listen(&target, tls.clone(), &channel, &owner, &arrivals).await,
         };
         match ended {
             Ended::Lost(reason) => {
@@ -67,6 +67,7 @@ async fn listen<T: MakeTlsConnect<Socket>>(
     target: &Target,
     tls: T,
     channel: &str,
+    owner: &str,
     arrivals: &Notify,
 ) -> Ended {
     let (client, mut connection) = match target.config.connect(tls).await {
@@ -99,7 +100,13 @@ async fn listen<T: MakeTlsConnect<Socket>>(
     arrivals.notify_waiters();
     loop {
         match poll_fn(|cx| connection.poll_message(cx)).await {
-            Some(Ok(AsyncMessage::Notification(_))) => arrivals.notify_waiters(),
+            // The payload names who committed; our own writer woke our
+            // deliveries already.
+            Some(Ok(AsyncMessage::Notification(note))) => {
+                if note.payload() != owner {
+                    crate::wake(arrivals);
+                }
+            }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Ended::Lost(e.to_string()),
             None => return Ended::Lost("the server closed the connection".into()),

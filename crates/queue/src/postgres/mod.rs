@@ -130,9 +130,15 @@ impl PgQueue {
                 pool.clone(),
                 requests,
                 channel.clone(),
+                owner.clone(),
                 arrivals.clone(),
             )),
-            tokio::spawn(listen::run(target, channel, arrivals.clone())),
+            tokio::spawn(listen::run(
+                target,
+                channel,
+                owner.clone(),
+                arrivals.clone(),
+            )),
             tokio::spawn(lease::renew(
                 pool.clone(),
                 owner.to_string(),
@@ -336,20 +342,16 @@ impl Queue for PgQueue {
         batch: impl Into<ClaimLimit> + Send,
         _lease: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
-        let batch = batch.into();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let claimed = sql::claim(
-            &tx,
+        let client = self.client().await?;
+        sql::claim(
+            &client,
             upstream,
-            batch,
+            batch.into(),
             self.lease,
             &self.owner,
             SystemTime::now(),
         )
-        .await?;
-        tx.commit().await?;
-        Ok(claimed)
+        .await
     }
 
     async fn finish(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Client, Transaction};
 
 use crate::sql::{first_problem, from_millis, millis};
 use crate::{
@@ -65,10 +65,104 @@ pub async fn enqueue(tx: &Transaction<'_>, m: &NewMessage) -> Result<(), QueueEr
     Ok(())
 }
 
-/// Leases up to `batch` due messages whose lease is free or expired;
-/// rows another replica is claiming right now are skipped, not waited for.
+/// Inserts a whole batch of messages and their recipients in two
+/// statements (one round trip each, however many messages): the fast path
+/// of the group commit. Any error means the caller's transaction must be
+/// rolled back and the messages stored one by one with [`enqueue`] to find
+/// out which one failed.
+pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<(), QueueError> {
+    let chunked: Vec<&str> = batch
+        .iter()
+        .filter(|m| m.content.chunks > 0)
+        .map(|m| m.id.as_str())
+        .collect();
+    if !chunked.is_empty() {
+        let stored: Vec<(String, i64)> = tx
+            .query(
+                &tx.prepare_cached(
+                    "SELECT message_id, COUNT(*) FROM chunks WHERE message_id = ANY($1) GROUP BY message_id",
+                )
+                .await?,
+                &[&chunked],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for m in batch.iter().filter(|m| m.content.chunks > 0) {
+            let have = stored
+                .iter()
+                .find(|(id, _)| *id == m.id)
+                .map_or(0, |(_, n)| *n);
+            if have != i64::from(m.content.chunks) {
+                return Err(QueueError::MissingChunk(
+                    m.id.clone(),
+                    u32::try_from(have).unwrap_or(u32::MAX),
+                ));
+            }
+        }
+    }
+    let column = |f: fn(&NewMessage) -> &str| batch.iter().map(|m| f(m)).collect::<Vec<&str>>();
+    let ids = column(|m| &m.id);
+    let senders = column(|m| &m.sender);
+    let upstreams = column(|m| &m.upstream);
+    let streams: Vec<Option<&str>> = batch.iter().map(|m| m.stream.as_deref()).collect();
+    let received: Vec<i64> = batch.iter().map(|m| millis(m.received_at)).collect();
+    let sizes: Vec<i64> = batch
+        .iter()
+        .map(|m| i64::try_from(m.size).unwrap_or(i64::MAX))
+        .collect();
+    let heads: Vec<&[u8]> = batch.iter().map(|m| m.content.head.as_slice()).collect();
+    let chunks: Vec<i32> = batch
+        .iter()
+        .map(|m| i32::try_from(m.content.chunks).unwrap_or(i32::MAX))
+        .collect();
+    let tails: Vec<&[u8]> = batch.iter().map(|m| m.content.tail.as_slice()).collect();
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at)
+             SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at
+             FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
+                         $7::BYTEA[], $8::INTEGER[], $9::BYTEA[])
+                  AS m (id, received_at, sender, upstream, stream, size, head, chunks, data)",
+        )
+        .await?,
+        &[
+            &ids, &received, &senders, &upstreams, &streams, &sizes, &heads, &chunks, &tails,
+        ],
+    )
+    .await?;
+    let mut rcpt_ids = Vec::new();
+    let mut rcpt_idx = Vec::new();
+    let mut rcpt_addresses = Vec::new();
+    for m in batch {
+        for (i, address) in m.recipients.iter().enumerate() {
+            rcpt_ids.push(m.id.as_str());
+            rcpt_idx.push(i as i64);
+            rcpt_addresses.push(address.as_str());
+        }
+    }
+    tx.execute(
+        &tx.prepare_cached(
+            "INSERT INTO recipients (message_id, idx, address, state)
+             SELECT message_id, idx, address, 'pending'
+             FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS r (message_id, idx, address)",
+        )
+        .await?,
+        &[&rcpt_ids, &rcpt_idx, &rcpt_addresses],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Leases up to `batch` due messages whose lease is free or expired, in
+/// one statement (its own transaction: an empty claim, the common case of
+/// an idle delivery woken for a message another took, costs one round trip
+/// and writes nothing). Rows another replica is claiming right now are
+/// skipped, not waited for. The first due message always; more only while
+/// what they hold in memory (head and tail) fits `batch.bytes`.
 pub async fn claim(
-    tx: &Transaction<'_>,
+    client: &Client,
     upstream: &str,
     batch: ClaimLimit,
     lease: Duration,
@@ -76,82 +170,87 @@ pub async fn claim(
     now: SystemTime,
 ) -> Result<Vec<Claimed>, QueueError> {
     let now_ms = millis(now);
-    let due = tx
+    let lease_until = now_ms + lease.as_millis() as i64;
+    let rows = client
         .query(
-            &tx.prepare_cached(
-                "SELECT id, octet_length(head) + octet_length(data) FROM messages
-                 WHERE upstream = $1 AND state <> 'failed' AND next_attempt_at <= $2
-                   AND (lease_until IS NULL OR lease_until <= $2)
-                 ORDER BY next_attempt_at LIMIT $3
-                 FOR UPDATE SKIP LOCKED",
-            )
-            .await?,
-            &[&upstream, &now_ms, &(batch.messages as i64)],
+            &client
+                .prepare_cached(
+                    "WITH due AS (
+                         SELECT id, next_attempt_at, octet_length(head) + octet_length(data) AS bytes
+                         FROM messages
+                         WHERE upstream = $1 AND state <> 'failed' AND next_attempt_at <= $2
+                           AND (lease_until IS NULL OR lease_until <= $2)
+                         ORDER BY next_attempt_at LIMIT $3
+                         FOR UPDATE SKIP LOCKED),
+                     chosen AS (
+                         SELECT id FROM (
+                             SELECT id, row_number() OVER w AS n, sum(bytes) OVER w AS total
+                             FROM due WINDOW w AS (ORDER BY next_attempt_at, id)) ranked
+                         WHERE n = 1 OR total <= $4)
+                     UPDATE messages m SET lease_until = $5, lease_owner = $6
+                     FROM chosen WHERE m.id = chosen.id
+                     RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
+                               m.data, m.attempts, m.next_attempt_at",
+                )
+                .await?,
+            &[
+                &upstream,
+                &now_ms,
+                &i64::try_from(batch.messages).unwrap_or(i64::MAX),
+                &i64::try_from(batch.bytes).unwrap_or(i64::MAX),
+                &lease_until,
+                &owner,
+            ],
         )
         .await?;
-    // The first due message always; more only while what they hold in
-    // memory (head and tail) fits `batch.bytes`.
-    let mut bytes = 0u64;
-    let ids: Vec<String> = due
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut claimed: Vec<(i64, Claimed)> = rows
         .iter()
-        .enumerate()
-        .take_while(|(i, row)| {
-            bytes = bytes.saturating_add(row.get::<_, i32>(1).max(0) as u64);
-            *i == 0 || bytes <= batch.bytes
+        .map(|row| {
+            let claimed = Claimed {
+                id: row.get(0),
+                received_at: from_millis(row.get(1)),
+                sender: row.get(2),
+                recipients: Vec::new(),
+                upstream: row.get(3),
+                stream: row.get(4),
+                content: Content {
+                    head: row.get(5),
+                    chunks: row.get::<_, i32>(6).max(0) as u32,
+                    tail: row.get(7),
+                },
+                attempts: row.get::<_, i32>(8).max(0) as u32,
+            };
+            (row.get::<_, i64>(9), claimed)
         })
-        .map(|(_, row)| row.get(0))
         .collect();
-    let lease_until = now_ms + lease.as_millis() as i64;
-    let take = tx
-        .prepare_cached("UPDATE messages SET lease_until = $2, lease_owner = $3 WHERE id = $1")
+    // Oldest due first, as the queue promises (RETURNING keeps no order).
+    claimed.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)));
+    let ids: Vec<&str> = claimed.iter().map(|(_, c)| c.id.as_str()).collect();
+    let recipients = client
+        .query(
+            &client
+                .prepare_cached(
+                    "SELECT message_id, idx, address FROM recipients
+                     WHERE message_id = ANY($1) AND state = 'pending' ORDER BY message_id, idx",
+                )
+                .await?,
+            &[&ids],
+        )
         .await?;
-    let mut claimed = Vec::with_capacity(ids.len());
-    for id in ids {
-        tx.execute(&take, &[&id, &lease_until, &owner]).await?;
-        claimed.push(load(tx, &id).await?);
+    let mut claimed: Vec<Claimed> = claimed.into_iter().map(|(_, c)| c).collect();
+    for row in recipients {
+        let id: &str = row.get(0);
+        if let Some(c) = claimed.iter_mut().find(|c| c.id == id) {
+            c.recipients.push(PendingRecipient {
+                idx: row.get(1),
+                address: row.get(2),
+            });
+        }
     }
     Ok(claimed)
-}
-
-async fn load(tx: &Transaction<'_>, id: &str) -> Result<Claimed, QueueError> {
-    let row = tx
-        .query_one(
-            &tx.prepare_cached(
-                "SELECT received_at, sender, upstream, stream, head, chunks, data, attempts FROM messages WHERE id = $1",
-            )
-            .await?,
-            &[&id],
-        )
-        .await?;
-    let recipients = tx
-        .query(
-            &tx.prepare_cached(
-                "SELECT idx, address FROM recipients WHERE message_id = $1 AND state = 'pending' ORDER BY idx",
-            )
-            .await?,
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|r| PendingRecipient {
-            idx: r.get(0),
-            address: r.get(1),
-        })
-        .collect();
-    Ok(Claimed {
-        id: id.to_string(),
-        received_at: from_millis(row.get(0)),
-        sender: row.get(1),
-        recipients,
-        upstream: row.get(2),
-        stream: row.get(3),
-        content: Content {
-            head: row.get(4),
-            chunks: row.get::<_, i32>(5).max(0) as u32,
-            tail: row.get(6),
-        },
-        attempts: row.get::<_, i32>(7).max(0) as u32,
-    })
 }
 
 pub async fn finish(
@@ -173,30 +272,40 @@ pub async fn finish(
         .await?
         .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
     let (received_at, attempts): (i64, i32) = (row.get(0), row.get(1));
-    let set_rcpt = tx
-        .prepare_cached(
-            "UPDATE recipients SET state = $3, reply = $4 WHERE message_id = $1 AND idx = $2 AND state = 'pending'",
-        )
-        .await?;
-    let set_reply = tx
-        .prepare_cached("UPDATE recipients SET reply = $3 WHERE message_id = $1 AND idx = $2")
-        .await?;
-    for (idx, outcome) in outcomes {
-        match outcome {
-            Outcome::Delivered(reply) => {
-                tx.execute(&set_rcpt, &[&id, idx, &"delivered", reply])
-                    .await?
-            }
-            Outcome::Failed(reply) => tx.execute(&set_rcpt, &[&id, idx, &"failed", reply]).await?,
-            Outcome::Deferred(reply) => tx.execute(&set_reply, &[&id, idx, reply]).await?,
+    // Every outcome in one statement: delivered and failed settle a
+    // pending recipient (state and reply); deferred only records the reply.
+    let mut idx = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut replies = Vec::with_capacity(outcomes.len());
+    for (i, outcome) in outcomes {
+        let (state, reply) = match outcome {
+            Outcome::Delivered(reply) => ("delivered", reply),
+            Outcome::Failed(reply) => ("failed", reply),
+            Outcome::Deferred(reply) => ("deferred", reply),
         };
+        idx.push(*i);
+        states.push(state);
+        replies.push(reply.as_str());
     }
+    tx.execute(
+        &tx.prepare_cached(
+            "UPDATE recipients r
+             SET state = CASE WHEN o.state <> 'deferred' AND r.state = 'pending' THEN o.state ELSE r.state END,
+                 reply = CASE WHEN o.state = 'deferred' OR r.state = 'pending' THEN o.reply ELSE r.reply END
+             FROM unnest($2::BIGINT[], $3::TEXT[], $4::TEXT[]) AS o (idx, state, reply)
+             WHERE r.message_id = $1 AND r.idx = o.idx",
+        )
+        .await?,
+        &[&id, &idx, &states, &replies],
+    )
+    .await?;
     let attempts = attempts.saturating_add(1);
     let last_error = error
         .map(str::to_string)
         .or_else(|| first_problem(outcomes));
     let give_up_at = from_millis(received_at) + policy.give_up_after;
-    let expired = count(tx, id, "pending").await? > 0 && now >= give_up_at;
+    let (mut pending, mut failed) = counts(tx, id).await?;
+    let expired = pending > 0 && now >= give_up_at;
     if expired {
         let reply = policy.gave_up(last_error.as_deref());
         tx.execute(
@@ -207,8 +316,9 @@ pub async fn finish(
             &[&id, &reply],
         )
         .await?;
+        (failed, pending) = (failed + pending, 0);
     }
-    if count(tx, id, "pending").await? > 0 {
+    if pending > 0 {
         let next = now + policy.delay_after(attempts.max(0) as u32);
         tx.execute(
             &tx.prepare_cached(
@@ -220,7 +330,7 @@ pub async fn finish(
         )
         .await?;
         Ok(Finished::Deferred(next))
-    } else if count(tx, id, "failed").await? > 0 {
+    } else if failed > 0 {
         tx.execute(
             &tx.prepare_cached(
                 "UPDATE messages SET state = 'failed', attempts = $2, next_attempt_at = NULL,
@@ -236,11 +346,14 @@ pub async fn finish(
             Finished::Failed
         })
     } else {
-        discard(tx, id).await?;
-        // Recipients go with it (ON DELETE CASCADE).
+        // Its chunks and the message; recipients go with it (ON DELETE
+        // CASCADE).
         tx.execute(
-            &tx.prepare_cached("DELETE FROM messages WHERE id = $1")
-                .await?,
+            &tx.prepare_cached(
+                "WITH body AS (DELETE FROM chunks WHERE message_id = $1)
+                 DELETE FROM messages WHERE id = $1",
+            )
+            .await?,
             &[&id],
         )
         .await?;
@@ -248,17 +361,19 @@ pub async fn finish(
     }
 }
 
-async fn count(tx: &Transaction<'_>, id: &str, state: &str) -> Result<i64, QueueError> {
-    Ok(tx
+/// How many of message `id`'s recipients are pending and failed.
+async fn counts(tx: &Transaction<'_>, id: &str) -> Result<(i64, i64), QueueError> {
+    let row = tx
         .query_one(
             &tx.prepare_cached(
-                "SELECT COUNT(*) FROM recipients WHERE message_id = $1 AND state = $2",
+                "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'failed')
+                 FROM recipients WHERE message_id = $1",
             )
             .await?,
-            &[&id, &state],
+            &[&id],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// Drops message `id`'s body chunks.

@@ -2,8 +2,8 @@
 //! waiting, inserts them all in one transaction (each in its own
 //! savepoint, so one bad message does not undo the others), commits once
 //! with `synchronous_commit = on`, and only then answers each session.
-//! The transaction also NOTIFYs the other replicas, which PostgreSQL
-//! delivers at the commit.
+//! The transaction also NOTIFYs the other replicas (naming the replica
+//! that committed), which PostgreSQL delivers at the commit.
 
 use std::sync::Arc;
 
@@ -22,16 +22,17 @@ pub(crate) async fn run(
     pool: Pool,
     mut requests: mpsc::Receiver<Request>,
     channel: String,
+    owner: Arc<str>,
     arrivals: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = commit(&pool, &batch, &channel).await;
+        let results = commit(&pool, &batch, &channel, &owner).await;
         let stored = match results {
             Ok(results) => {
-                let mut stored = false;
+                let mut stored = 0;
                 for ((_, reply), result) in batch.drain(..).zip(results) {
-                    stored |= result.is_ok();
+                    stored += usize::from(result.is_ok());
                     let _ = reply.send(result);
                 }
                 stored
@@ -44,26 +45,41 @@ pub(crate) async fn run(
                         other => QueueError::Commit(other.to_string()),
                     }));
                 }
-                false
+                0
             }
         };
-        if stored {
-            arrivals.notify_waiters();
+        if stored > 0 {
+            crate::wake(&arrivals);
         }
     }
 }
 
 /// One transaction for the whole batch: per message its own result, or
-/// an error for all (nothing committed).
+/// an error for all (nothing committed). The batch goes in with one
+/// multi-row insert; only if that fails (a message whose chunks are
+/// missing, a duplicate id) is it tried again message by message, each in
+/// its own savepoint, so the bad one fails alone.
 async fn commit(
     pool: &Pool,
     batch: &[Request],
     channel: &str,
+    owner: &str,
 ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
     let mut client = pool.get().await?;
+    let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
+    let tx = client.transaction().await?;
+    match sql::enqueue_all(&tx, &messages).await {
+        Ok(()) => {
+            notify(&tx, channel, owner, true).await?;
+            tx.commit().await?;
+            return Ok(messages.iter().map(|_| Ok(())).collect());
+        }
+        Err(QueueError::Unreachable(e)) => return Err(QueueError::Unreachable(e)),
+        Err(_) => tx.rollback().await?,
+    }
     let mut tx = client.transaction().await?;
     let mut results = Vec::with_capacity(batch.len());
-    for (message, _) in batch {
+    for message in &messages {
         let savepoint = tx.savepoint("message").await?;
         let result = sql::enqueue(&savepoint, message).await;
         match result {
@@ -72,9 +88,22 @@ async fn commit(
         }
         results.push(result);
     }
-    if results.iter().any(Result::is_ok) {
-        tx.execute("SELECT pg_notify($1, '')", &[&channel]).await?;
-    }
+    notify(&tx, channel, owner, results.iter().any(Result::is_ok)).await?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// Tells every replica, at the commit, that messages arrived (if any
+/// was `stored`), and which replica committed them.
+async fn notify(
+    tx: &deadpool_postgres::Transaction<'_>,
+    channel: &str,
+    owner: &str,
+    stored: bool,
+) -> Result<(), QueueError> {
+    if stored {
+        tx.execute("SELECT pg_notify($1, $2)", &[&channel, &owner])
+            .await?;
+    }
+    Ok(())
 }
