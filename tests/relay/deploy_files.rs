@@ -2,13 +2,17 @@
 //! binary: every YAML file parses; images, ports, probe paths and the token's
 //! name are the real ones; every `POSTMARK_RELAY_*` setting they make loads
 //! with `postmark-relay config` (so each is a real key with a valid value);
-//! the systemd unit passes `systemd-analyze verify`; and the Debian package's
-//! relay.toml is `config/relay.toml` with only the queue path changed.
+//! the shared-service files (Kubernetes `relay-service.yaml`,
+//! `compose-service.yml`) put every relay on one PostgreSQL queue behind
+//! port 25; the systemd unit passes `systemd-analyze verify`; and the Debian
+//! package's relay.toml is `config/relay.toml` with only the queue path
+//! changed.
 //!
 //! YAML is read by PyYAML (`python3 -c 'import yaml'`; Debian: python3-yaml)
 //! and handed over as JSON, so no YAML crate enters the build.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -146,6 +150,57 @@ fn relay_container(pod: &Value) -> (&Value, bool) {
     panic!("no postmark-relay container in {pod}");
 }
 
+/// The relay container runs as the image's user, read-only, with no
+/// capabilities.
+fn check_hardening(file: &str, relay: &Value) {
+    let sc = &relay["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{file}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{file}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{file}");
+    assert_eq!(
+        sc["capabilities"]["drop"],
+        serde_json::json!(["ALL"]),
+        "{file}"
+    );
+}
+
+/// The Secret named `name` in secret.example.yaml.
+fn example_secret(name: &str) -> Value {
+    yaml_docs(&deploy().join("kubernetes/secret.example.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("secret.example.yaml: no Secret {name}"))
+}
+
+/// The relay container's settings on top of the image's ENV (the pod
+/// overrides it), after checking the token comes from a key of the example
+/// Secret.
+fn relay_env(file: &str, relay: &Value) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
+    let mut token_from_secret = false;
+    for var in relay["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        if name == "POSTMARK_SERVER_TOKEN" {
+            let key = &var["valueFrom"]["secretKeyRef"];
+            let secret = example_secret(key["name"].as_str().unwrap());
+            let key = key["key"].as_str().unwrap();
+            assert!(
+                secret["stringData"][key].is_string(),
+                "{file}: secret key {key}"
+            );
+            token_from_secret = true;
+        } else {
+            assert!(name.starts_with("POSTMARK_RELAY_"), "{file}: env {name}");
+            env.insert(name.to_string(), var["value"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        token_from_secret,
+        "{file}: POSTMARK_SERVER_TOKEN not from the Secret"
+    );
+    env
+}
+
 fn check_deployment(file: &str, native_sidecar: bool) {
     let docs = yaml_docs(&deploy().join("kubernetes").join(file));
     let deployment = docs
@@ -187,43 +242,8 @@ fn check_deployment(file: &str, native_sidecar: bool) {
             "{file}: {probe}"
         );
     }
-    let sc = &relay["securityContext"];
-    assert_eq!(sc["runAsNonRoot"], true, "{file}");
-    assert_eq!(sc["readOnlyRootFilesystem"], true, "{file}");
-    assert_eq!(sc["allowPrivilegeEscalation"], false, "{file}");
-    assert_eq!(
-        sc["capabilities"]["drop"],
-        serde_json::json!(["ALL"]),
-        "{file}"
-    );
-
-    // The token comes from the example Secret's key.
-    let secret = &yaml_docs(&deploy().join("kubernetes/secret.example.yaml"))[0];
-    let mut env = BTreeMap::new();
-    let mut token_from_secret = false;
-    for var in relay["env"].as_array().unwrap() {
-        let name = var["name"].as_str().unwrap();
-        if name == "POSTMARK_SERVER_TOKEN" {
-            let key = &var["valueFrom"]["secretKeyRef"];
-            assert_eq!(key["name"], secret["metadata"]["name"], "{file}");
-            let key = key["key"].as_str().unwrap();
-            assert!(
-                secret["stringData"][key].is_string(),
-                "{file}: secret key {key}"
-            );
-            token_from_secret = true;
-        } else {
-            assert!(name.starts_with("POSTMARK_RELAY_"), "{file}: env {name}");
-            env.insert(name.to_string(), var["value"].as_str().unwrap().to_string());
-        }
-    }
-    assert!(
-        token_from_secret,
-        "{file}: POSTMARK_SERVER_TOKEN not from the Secret"
-    );
-    // The pod overrides the image's ENV; together they must load.
-    let mut effective: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
-    effective.extend(env.clone());
+    check_hardening(file, relay);
+    let effective = relay_env(file, relay);
     assert_config_loads(file, &effective);
     assert_eq!(
         effective["POSTMARK_RELAY_ADMIN__LISTEN"],
@@ -254,6 +274,260 @@ fn kubernetes_sidecar_matches_the_binary() {
 #[test]
 fn kubernetes_native_sidecar_matches_the_binary() {
     check_deployment("deployment-native-sidecar.yaml", true);
+}
+
+/// The addresses of a listen setting as the environment gives it: one
+/// address or a TOML-style array of them.
+fn listen_addresses(value: &str) -> Vec<SocketAddr> {
+    value
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|a| a.trim().trim_matches('"').parse().unwrap())
+        .collect()
+}
+
+/// Whether `selector` (a non-empty `matchLabels`) selects pods with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|s| !s.is_empty() && s.iter().all(|(k, v)| labels[k] == *v))
+}
+
+/// The container port a Service's `targetPort` or a probe's `port` names:
+/// a number, or the name of one of the container's ports.
+fn container_port(relay: &Value, port: &Value) -> u64 {
+    match port {
+        Value::String(name) => relay["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"]
+            .as_u64()
+            .unwrap(),
+        number => number.as_u64().unwrap(),
+    }
+}
+
+/// The variables Kubernetes puts into every pod of the namespace for
+/// `service` (`<NAME>_SERVICE_HOST`, `<NAME>_PORT_25_TCP`, ...) unless the
+/// pod sets `enableServiceLinks: false`.
+fn service_links(service: &Value) -> BTreeMap<String, String> {
+    let ip = "10.96.0.25";
+    let prefix = service["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_ascii_uppercase()
+        .replace('-', "_");
+    let mut env = BTreeMap::new();
+    env.insert(format!("{prefix}_SERVICE_HOST"), ip.to_string());
+    for (i, port) in service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let number = port["port"].as_u64().unwrap();
+        let proto = port["protocol"].as_str().unwrap_or("TCP");
+        let url = format!("{}://{ip}:{number}", proto.to_ascii_lowercase());
+        if i == 0 {
+            env.insert(format!("{prefix}_SERVICE_PORT"), number.to_string());
+            env.insert(format!("{prefix}_PORT"), url.clone());
+        }
+        if let Some(name) = port["name"].as_str() {
+            let name = name.to_ascii_uppercase().replace('-', "_");
+            env.insert(format!("{prefix}_SERVICE_PORT_{name}"), number.to_string());
+        }
+        let base = format!("{prefix}_PORT_{number}_{proto}");
+        env.insert(format!("{base}_PROTO"), proto.to_ascii_lowercase());
+        env.insert(format!("{base}_PORT"), number.to_string());
+        env.insert(format!("{base}_ADDR"), ip.to_string());
+        env.insert(base, url);
+    }
+    env
+}
+
+/// relay-service.yaml: three replicas sharing the PostgreSQL queue behind a
+/// Service on port 25, with a disruption budget and a spread over nodes.
+#[test]
+fn kubernetes_shared_service_matches_the_binary() {
+    let file = "relay-service.yaml";
+    let docs = yaml_docs(&deploy().join("kubernetes").join(file));
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("{file}: no {kind}"))
+    };
+    let (deployment, service, pdb) = (
+        find("Deployment"),
+        find("Service"),
+        find("PodDisruptionBudget"),
+    );
+    let replicas = deployment["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(replicas, 3, "{file}");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        selects(&deployment["spec"]["selector"]["matchLabels"], labels),
+        "{file}: the Deployment's selector"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let (relay, init) = relay_container(pod);
+    assert!(!init, "{file}: the relay is the pod's container");
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1, "{file}");
+    assert!(
+        relay["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("postmark-relay:"),
+        "{file}: image"
+    );
+    check_hardening(file, relay);
+    assert_eq!(relay["resources"]["limits"]["memory"], "64Mi", "{file}");
+
+    // The settings, as the container gets them, load with the URL file in
+    // place; every Service's links reach the container unless turned off.
+    let mut effective = relay_env(file, relay);
+    if pod["enableServiceLinks"] != false {
+        for doc in docs.iter().filter(|d| d["kind"] == "Service") {
+            effective.extend(service_links(doc));
+        }
+    }
+    assert_eq!(
+        effective["POSTMARK_RELAY_QUEUE__BACKEND"], "postgres",
+        "{file}"
+    );
+    assert!(
+        !effective.contains_key("POSTMARK_RELAY_QUEUE__URL"),
+        "{file}: the url would win over url_file"
+    );
+    // The URL file is the mounted Secret's key, readable by no one else.
+    let url_file = effective["POSTMARK_RELAY_QUEUE__URL_FILE"].clone();
+    let (dir, name) = url_file.rsplit_once('/').unwrap();
+    let mount = relay["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
+    let secret_volume = &volume["secret"];
+    let key = match secret_volume["items"].as_array() {
+        Some(items) => items
+            .iter()
+            .find(|i| i["path"] == name)
+            .unwrap_or_else(|| panic!("{file}: the Secret has no item {name}"))["key"]
+            .as_str()
+            .unwrap(),
+        None => name,
+    };
+    let mode = secret_volume["defaultMode"].as_u64().unwrap();
+    assert_eq!(mode & 0o007, 0, "{file}: the URL file is mode {mode:o}");
+    let secret = example_secret(secret_volume["secretName"].as_str().unwrap());
+    let url = secret["stringData"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("secret.example.yaml: no {key}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let here = tmp.path().join(name);
+    std::fs::write(&here, url).unwrap();
+    let mut here_env = effective.clone();
+    here_env.insert(
+        "POSTMARK_RELAY_QUEUE__URL_FILE".into(),
+        here.display().to_string(),
+    );
+    let printed = assert_config_loads(file, &here_env);
+    assert!(printed.contains(r#"backend = "postgres""#), "{printed}");
+    assert!(printed.contains(r#"url = "postgres://"#), "{printed}");
+
+    // No state in the pod: the queue is in PostgreSQL.
+    for volume in pod["volumes"].as_array().unwrap() {
+        assert!(
+            volume["secret"].is_object(),
+            "{file}: volume {} is not a Secret",
+            volume["name"]
+        );
+    }
+
+    // The Service's port 25 reaches the relay's SMTP listener, and it
+    // offers nothing else (not the admin endpoint).
+    let smtp = listen_addresses(&effective["POSTMARK_RELAY_SERVER__LISTEN"]);
+    assert!(
+        smtp.iter().all(|a| a.ip().is_unspecified()),
+        "{file}: other pods reach it on the pod IP"
+    );
+    assert!(
+        selects(&service["spec"]["selector"], labels),
+        "{file}: the Service's selector"
+    );
+    assert!(
+        service["spec"]["type"].is_null() || service["spec"]["type"] == "ClusterIP",
+        "{file}: the Service stays inside the cluster"
+    );
+    let ports = service["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 1, "{file}: the Service offers SMTP only");
+    assert_eq!(ports[0]["port"], SMTP_PORT, "{file}");
+    let target = container_port(relay, &ports[0]["targetPort"]);
+    assert!(
+        smtp.iter().any(|a| u64::from(a.port()) == target),
+        "{file}: the Service targets port {target}, the relay listens on {smtp:?}"
+    );
+
+    // Probes on the admin endpoint's port, which listens on the pod IP.
+    let admin: SocketAddr = effective["POSTMARK_RELAY_ADMIN__LISTEN"].parse().unwrap();
+    assert!(
+        admin.ip().is_unspecified(),
+        "{file}: the kubelet probes the pod IP"
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &relay[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{file}: {probe}");
+        assert_eq!(
+            container_port(relay, &get["port"]),
+            u64::from(admin.port()),
+            "{file}: {probe}"
+        );
+    }
+
+    // The grace period covers preStop's wait and the relay's drain.
+    let pre_stop = relay["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap_or(0);
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        grace >= pre_stop + MIN_STOP_SECONDS,
+        "{file}: terminationGracePeriodSeconds {grace} < {pre_stop} + {MIN_STOP_SECONDS}"
+    );
+
+    // One node lost leaves the others: replicas spread over nodes.
+    let spread = pod["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["topologyKey"] == "kubernetes.io/hostname"
+                && c["whenUnsatisfiable"] == "DoNotSchedule"
+                && c["maxSkew"] == 1
+                && selects(&c["labelSelector"]["matchLabels"], labels)
+        });
+    assert!(spread, "{file}: no spread of the replicas over nodes");
+
+    // Drains take one replica at a time.
+    assert!(
+        selects(&pdb["spec"]["selector"]["matchLabels"], labels),
+        "{file}: the PodDisruptionBudget's selector"
+    );
+    let budget = &pdb["spec"];
+    let one_at_a_time = budget["maxUnavailable"] == 1
+        || budget["minAvailable"]
+            .as_u64()
+            .is_some_and(|n| n >= 1 && n + 1 == replicas);
+    assert!(one_at_a_time, "{file}: PodDisruptionBudget {budget}");
 }
 
 #[test]
@@ -311,6 +585,155 @@ fn compose_file_matches_the_binary() {
         compose["services"]["app"]["environment"]["SMTP_HOST"],
         "relay"
     );
+}
+
+/// `KEY=VALUE` lines of deploy/.env.example.
+fn env_example() -> BTreeMap<String, String> {
+    std::fs::read_to_string(deploy().join(".env.example"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `text` with compose's `${NAME}`, `${NAME:?message}` and
+/// `${NAME:-default}` replaced from `vars` (an unset name panics).
+fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = start + rest[start..].find('}').unwrap();
+        let expr = &rest[start + 2..end];
+        let name = expr.split([':', '?', '-']).next().unwrap();
+        let value = vars
+            .get(name)
+            .unwrap_or_else(|| panic!("${{{name}}} is not in .env.example"));
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// compose-service.yml: PostgreSQL with a health check and a named volume,
+/// and two relays sharing it once it is healthy.
+#[test]
+fn compose_shared_service_matches_the_binary() {
+    let file = "compose-service.yml";
+    let compose = &yaml_docs(&deploy().join(file))[0];
+    let services = &compose["services"];
+    let vars = env_example();
+
+    let postgres = &services["postgres"];
+    assert_eq!(postgres["image"], "postgres:16", "{file}");
+    let test = postgres["healthcheck"]["test"].as_array().unwrap();
+    assert!(
+        test.iter().any(|t| t == "pg_isready"),
+        "{file}: postgres health check {test:?}"
+    );
+    let data = postgres["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find_map(|v| v.strip_suffix(":/var/lib/postgresql/data"))
+        .unwrap_or_else(|| panic!("{file}: no volume for PostgreSQL's data"));
+    assert!(
+        compose["volumes"].get(data).is_some(),
+        "{file}: {data} is not a named volume"
+    );
+    let pg_env = |key: &str| interpolate(postgres["environment"][key].as_str().unwrap(), &vars);
+    // The password is the one in .env, not written here.
+    assert!(
+        postgres["environment"]["POSTGRES_PASSWORD"]
+            .as_str()
+            .unwrap()
+            .starts_with("${POSTGRES_PASSWORD"),
+        "{file}: the password comes from .env"
+    );
+    let want_url = format!(
+        "postgres://{}:{}@postgres:5432/{}",
+        pg_env("POSTGRES_USER"),
+        pg_env("POSTGRES_PASSWORD"),
+        pg_env("POSTGRES_DB")
+    );
+
+    let relays: Vec<&str> = services
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| {
+            s["image"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("postmark-relay:"))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(relays, ["relay-a", "relay-b"], "{file}");
+    let mut urls = Vec::new();
+    for name in &relays {
+        let relay = &services[*name];
+        assert_eq!(
+            relay["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{file}: {name} starts once PostgreSQL is healthy"
+        );
+        let context = deploy().join(relay["build"]["context"].as_str().unwrap());
+        assert!(context
+            .join(relay["build"]["dockerfile"].as_str().unwrap())
+            .is_file());
+        assert_eq!(relay["env_file"], ".env", "{file}: {name}");
+        let grace =
+            humantime::parse_duration(relay["stop_grace_period"].as_str().unwrap()).unwrap();
+        assert!(grace.as_secs() >= MIN_STOP_SECONDS, "{file}: {name}");
+
+        let mut env: BTreeMap<String, String> = dockerfile_env().into_iter().collect();
+        for (key, value) in relay["environment"].as_object().unwrap() {
+            assert!(key.starts_with("POSTMARK_RELAY_"), "{file}: {name}: {key}");
+            env.insert(key.clone(), interpolate(value.as_str().unwrap(), &vars));
+        }
+        assert_eq!(
+            env["POSTMARK_RELAY_QUEUE__BACKEND"], "postgres",
+            "{file}: {name}"
+        );
+        let printed = assert_config_loads(&format!("{file}: {name}"), &env);
+        assert!(printed.contains(r#"backend = "postgres""#), "{printed}");
+        urls.push(env["POSTMARK_RELAY_QUEUE__URL"].clone());
+
+        // Only the admin endpoint is published, on the host's loopback.
+        for port in relay["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().unwrap();
+            assert!(
+                port.starts_with("127.0.0.1:") && port.ends_with(&format!(":{ADMIN_PORT}")),
+                "{file}: {name} publishes {port}"
+            );
+        }
+    }
+    assert_eq!(
+        urls,
+        [want_url.clone(), want_url],
+        "{file}: one queue, PostgreSQL's"
+    );
+
+    // The app reaches a relay by a name both answer to, once they are up.
+    let app = &services["app"];
+    let host = app["environment"]["SMTP_HOST"].as_str().unwrap();
+    for name in &relays {
+        let aliases = &services[*name]["networks"]["default"]["aliases"];
+        assert!(
+            *name == host
+                || aliases
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == host)),
+            "{file}: {name} does not answer to {host}"
+        );
+        assert_eq!(
+            app["depends_on"][*name]["condition"], "service_healthy",
+            "{file}: app waits for {name}"
+        );
+    }
 }
 
 /// The unit file, its `Environment=` settings, and `systemd-analyze verify`
