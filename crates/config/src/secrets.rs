@@ -39,6 +39,12 @@ impl Config {
                 path: path.clone(),
             });
         }
+        if let Some(path) = &self.queue.url_file {
+            files.push(SecretFile {
+                key: "queue.url_file".into(),
+                path: path.clone(),
+            });
+        }
         files
     }
 }

@@ -19,7 +19,8 @@ const SPLIT: &str = "__";
 const ENV_SOURCE: &str = "environment variable";
 
 /// Every `POSTMARK_RELAY_<SECTION>__<KEY>` variable except tokens (read as
-/// exact strings by [`EnvTokens`]) and `POSTMARK_RELAY_CONFIG` (not a key).
+/// exact strings by [`EnvTokens`]), `POSTMARK_RELAY_CONFIG` (not a key)
+/// and Kubernetes' service links (see [`is_service_link`]).
 pub(crate) struct EnvKeys;
 
 impl Provider for EnvKeys {
@@ -31,7 +32,7 @@ impl Provider for EnvKeys {
         figment::providers::Env::prefixed(ENV_PREFIX)
             .filter(|key| {
                 let key = key.as_str().to_ascii_lowercase();
-                key != "config" && !is_token_key(&key)
+                key != "config" && !is_token_key(&key) && !is_service_link(&key)
             })
             .split(SPLIT)
             .data()
@@ -100,6 +101,17 @@ fn env_metadata() -> Metadata {
         let upper: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
         format!("{ENV_PREFIX}{}", upper.join(SPLIT))
     })
+}
+
+/// Whether a variable (prefix removed, lowercase) is one Kubernetes puts
+/// into every pod of a namespace holding a Service named `postmark-relay`
+/// or `postmark-relay-…` (`POSTMARK_RELAY_SERVICE_HOST`,
+/// `POSTMARK_RELAY_PORT_25_TCP`, ...): not ours, and no key looks like
+/// them, so they are ignored instead of failing the config as unknown.
+fn is_service_link(lowercase_key: &str) -> bool {
+    lowercase_key == "port"
+        || lowercase_key.starts_with("port_")
+        || lowercase_key.starts_with("service_")
 }
 
 fn is_token_key(lowercase_key: &str) -> bool {

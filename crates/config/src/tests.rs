@@ -91,6 +91,7 @@ fn defaults_equal_design() {
                 backend: QueueBackend::Sqlite,
                 path: PathBuf::from("/var/spool/postmark-relay"),
                 url: None,
+                url_file: None,
                 ca_file: None,
                 schema: "postmark_relay".into(),
                 lease: Duration::from_secs(120),
@@ -876,4 +877,56 @@ fn url_redaction_covers_user_part_and_parameter() {
         "postgresql://u@h/d?password=***&sslmode=disable"
     );
     assert_eq!(redact_url("postgres://h"), "postgres://h");
+}
+
+/// Kubernetes gives every pod of a namespace variables named after each
+/// Service there; a Service called `postmark-relay` must not stop the
+/// relay's config from loading, while a misspelt key still does.
+#[test]
+fn kubernetes_service_links_are_ignored_but_typos_are_not() {
+    jail(|jail| {
+        jail.set_env("POSTMARK_RELAY_SERVICE_HOST", "10.96.0.12");
+        jail.set_env("POSTMARK_RELAY_SERVICE_PORT", "25");
+        jail.set_env("POSTMARK_RELAY_SERVICE_PORT_SMTP", "25");
+        jail.set_env("POSTMARK_RELAY_PORT", "tcp://10.96.0.12:25");
+        jail.set_env("POSTMARK_RELAY_PORT_25_TCP_ADDR", "10.96.0.12");
+        jail.set_env("POSTMARK_RELAY_PORT_25_TCP_PROTO", "tcp");
+        let config = load_ok(jail, None);
+        assert_eq!(config.upstreams.len(), 2);
+        jail.set_env("POSTMARK_RELAY_SERVR__LISTEN", "127.0.0.1:2525");
+        let err = load_err(jail, None);
+        assert!(problem(&err, "servr")
+            .source
+            .starts_with("POSTMARK_RELAY_SERVR"));
+    });
+}
+
+/// The shared queue's url file holds the database password: a
+/// world-readable one is reported like a token file.
+#[test]
+fn a_world_readable_queue_url_file_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    jail(|jail| {
+        file(jail, "queue-url", "postgres://relay:secret@db/relay\n");
+        file(
+            jail,
+            "relay.toml",
+            "[queue]\nbackend = \"postgres\"\nurl_file = \"queue-url\"\n",
+        );
+        let chmod = |mode| {
+            std::fs::set_permissions(
+                jail.directory().join("queue-url"),
+                std::fs::Permissions::from_mode(mode),
+            )
+            .expect("chmod")
+        };
+        chmod(0o644);
+        let config = load_ok(jail, Some("relay.toml"));
+        let exposed = world_readable_secrets(&config);
+        assert_eq!(exposed.len(), 1);
+        assert_eq!(exposed[0].file.key, "queue.url_file");
+        assert_eq!(exposed[0].fix(), "chmod o-rwx queue-url");
+        chmod(0o640);
+        assert_eq!(world_readable_secrets(&config), vec![]);
+    });
 }

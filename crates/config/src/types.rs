@@ -61,6 +61,9 @@ pub struct Queue {
     /// `url_file`); always set when `backend` is `Postgres`. Its password
     /// must never print, so the whole URL is a [`Secret`].
     pub url: Option<Secret>,
+    /// `url_file` when set, kept so its permissions can be checked (see
+    /// [`Config::secret_files`]).
+    pub url_file: Option<PathBuf>,
     /// Extra PEM roots for the database's certificate (`sslmode=require`).
     pub ca_file: Option<PathBuf>,
     /// PostgreSQL schema holding the relay's tables.

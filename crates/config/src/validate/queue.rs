@@ -59,6 +59,9 @@ pub(super) fn queue(raw: &RawQueue, p: &mut Problems) -> Option<Queue> {
         backend: backend?,
         path: PathBuf::from(path),
         url,
+        url_file: Some(raw.url_file.trim())
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from),
         ca_file: ca_file?,
         schema: schema?,
         lease: lease?,
