@@ -181,17 +181,6 @@ fn leased(queue: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The queue id the relay put in its `Received:` header (`... id ID`).
-fn relayed_id(m: &Received) -> Option<String> {
-    let text = String::from_utf8_lossy(&m.data);
-    let received = text.split("\r\n\r\n").next()?;
-    let after = received.split(" id ").nth(1)?;
-    let id = after
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .next()?;
-    Some(id.to_string())
-}
-
 /// One client thread: takes the next tag and sends it until the relay
 /// answers (a refused connect is retried: nothing was sent); a connection
 /// that breaks after DATA leaves the tag "unknown" and moves on.

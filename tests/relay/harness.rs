@@ -663,6 +663,17 @@ pub fn subject_counts(got: &[Received]) -> std::collections::HashMap<String, usi
     counts
 }
 
+/// The queue id the relay put in its `Received:` header (`... id ID`).
+pub fn relayed_id(m: &Received) -> Option<String> {
+    let text = String::from_utf8_lossy(&m.data);
+    let received = text.split("\r\n\r\n").next()?;
+    let after = received.split(" id ").nth(1)?;
+    let id = after
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .next()?;
+    Some(id.to_string())
+}
+
 /// Whether this process runs as root (reads /proc, no libc call).
 pub fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

@@ -46,10 +46,11 @@ pub enum QueueError {
 
 impl From<tokio_postgres::Error> for QueueError {
     /// The server refusing the relay itself (wrong password, no such
-    /// database, no rights on it) is a settings error: only the operator
-    /// can fix it. Another statement the server refused is a database
-    /// error; no connection, a closed one, I/O, or the server ending the
-    /// session (shutting down, `FATAL`) mean the database is unreachable.
+    /// database, no rights on it) or the relay refusing the server's
+    /// certificate is a settings error: only the operator can fix it.
+    /// Another statement the server refused is a database error; no
+    /// connection, a closed one, I/O, or the server ending the session
+    /// (shutting down, `FATAL`) mean the database is unreachable.
     fn from(e: tokio_postgres::Error) -> QueueError {
         let session_ended = |db: &tokio_postgres::error::DbError| {
             let code = db.code().code();
@@ -63,6 +64,9 @@ impl From<tokio_postgres::Error> for QueueError {
             let code = db.code().code();
             code.starts_with("28") || code == "3D000" || code == "42501"
         };
+        if let Some(refused) = refused_certificate(&e) {
+            return QueueError::Settings(refused);
+        }
         match e.as_db_error() {
             Some(db) if refuses_us(db) => QueueError::Settings(format!(
                 "the database refused the relay: {} (check queue.url: user, password, database and the user's rights)",
@@ -71,8 +75,65 @@ impl From<tokio_postgres::Error> for QueueError {
             Some(db) if !e.is_closed() && !session_ended(db) => {
                 QueueError::Database(db.to_string())
             }
-            _ => QueueError::Unreachable(e.to_string()),
+            _ => QueueError::Unreachable(with_causes(&e)),
         }
+    }
+}
+
+/// tokio-postgres's text followed by its causes: its own names only the
+/// step ("error connecting to server", "db error"), not what went wrong.
+/// No cause holds the URL or the password.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Why rustls refused the database's certificate, and what to set, if
+/// that is what ended the connection.
+fn refused_certificate(e: &tokio_postgres::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(rustls::Error::InvalidCertificate(bad)) = as_rustls(c) {
+            let mut text = format!("the database's TLS certificate was refused: {bad:?}");
+            if let Some(fix) = certificate_fix(bad) {
+                text.push_str("; ");
+                text.push_str(fix);
+            }
+            return Some(text);
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// `cause` as a rustls error: itself, or inside an `io::Error` (how TLS
+/// errors reach tokio-postgres; its `source` skips the inner error).
+fn as_rustls<'a>(cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    cause.downcast_ref::<rustls::Error>().or_else(|| {
+        cause
+            .downcast_ref::<std::io::Error>()?
+            .get_ref()?
+            .downcast_ref::<rustls::Error>()
+    })
+}
+
+/// The setting that fixes a refused certificate, where there is one.
+fn certificate_fix(bad: &rustls::CertificateError) -> Option<&'static str> {
+    use rustls::CertificateError as Bad;
+    match bad {
+        Bad::UnknownIssuer => Some(
+            "it is not signed by a trusted CA: set queue.ca_file to the PEM file of the CA that signed it",
+        ),
+        Bad::NotValidForName | Bad::NotValidForNameContext { .. } => {
+            Some("it does not name the host in queue.url: connect by a name it holds")
+        }
+        _ => None,
     }
 }
 
@@ -90,5 +151,33 @@ impl QueueError {
     /// should answer `452 4.3.1` and try again later.
     pub fn is_storage(&self) -> bool {
         !matches!(self, QueueError::NotFound(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+    use super::*;
+    use rustls::CertificateError;
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_an_io_error_and_says_what_to_set() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        assert!(matches!(
+            as_rustls(&refused),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            ))
+        ));
+        let other = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(as_rustls(&other).is_none());
+        let fix = certificate_fix(&CertificateError::UnknownIssuer).unwrap();
+        assert!(fix.contains("queue.ca_file"), "{fix}");
+        let fix = certificate_fix(&CertificateError::NotValidForName).unwrap();
+        assert!(fix.contains("queue.url"), "{fix}");
+        assert_eq!(certificate_fix(&CertificateError::Expired), None);
     }
 }

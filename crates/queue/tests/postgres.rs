@@ -10,7 +10,7 @@ use relay_queue::{
     ClaimLimit, Content, Deleted, Finished, Outcome, PgInspector, PgQueue, PgSettings, Queue,
     QueueError, RecipientState, State,
 };
-use relay_testkit::TestPostgres;
+use relay_testkit::{TestPostgres, PG_PASSWORD};
 
 mod common;
 use common::{message, policy};
@@ -21,6 +21,16 @@ fn settings(pg: &TestPostgres, schema: &str, lease: Duration) -> PgSettings {
         ca_file: None,
         schema: schema.into(),
         lease,
+    }
+}
+
+/// `settings` for a server from `TestPostgres::start_tls`, with
+/// `sslmode=require`, trusting `ca_file`.
+fn tls_settings(pg: &TestPostgres, ca_file: Option<&std::path::Path>) -> PgSettings {
+    PgSettings {
+        url: pg.tls_url(),
+        ca_file: ca_file.map(Into::into),
+        ..settings(pg, "tls", LEASE)
     }
 }
 
@@ -410,4 +420,65 @@ async fn the_inspector_never_deletes_under_a_live_lease_and_retry_wakes_replicas
         .map(|m| m.id)
         .collect();
     assert_eq!(listed, ["F1"]);
+}
+
+/// `sslmode=require` with the database's CA as `queue.ca_file`: the queue
+/// works, and over TLS (the server refuses TCP without it, and lists the
+/// relay's sessions as encrypted).
+#[tokio::test]
+async fn with_sslmode_require_and_the_ca_file_the_queue_talks_tls() {
+    let pg = TestPostgres::start_tls();
+    let plain = PgQueue::open(&settings(&pg, "tls", LEASE), policy()).await;
+    let refused = plain
+        .err()
+        .expect("the server took a connection without TLS");
+    let text = format!("{refused} {refused:?}");
+    println!("plain TCP to a TLS-only server: {refused}");
+    assert!(text.contains("no encryption"), "{text}");
+    assert!(!text.contains(PG_PASSWORD), "{text}");
+
+    let q = PgQueue::open(&tls_settings(&pg, Some(pg.ca_file())), policy())
+        .await
+        .unwrap();
+    q.enqueue(message("T1", &["a@x.test"])).await.unwrap();
+    let claimed = q.claim("transactional", 10, LEASE).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["T1"]);
+    let sessions = |ssl: &str| {
+        pg.psql(&format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+              WHERE ssl = {ssl} AND application_name = 'postmark-relay'"
+        ))
+    };
+    let encrypted: u32 = sessions("true").parse().unwrap();
+    assert!(
+        encrypted > 0,
+        "no TLS session of the relay while its queue is open"
+    );
+    assert_eq!(sessions("false"), "0", "a session of the relay without TLS");
+    q.finish("T1", vec![(0, Outcome::Delivered("250 ok".into()))], None)
+        .await
+        .unwrap();
+    assert!(q.waiting().await.unwrap().is_empty());
+}
+
+/// `sslmode=require` without the CA that signed the database's
+/// certificate: opening fails, and the error tells the operator what to
+/// set, without the password.
+#[tokio::test]
+async fn an_untrusted_database_certificate_fails_naming_queue_ca_file() {
+    let pg = TestPostgres::start_tls();
+    let settings = tls_settings(&pg, None);
+    let queue = PgQueue::open(&settings, policy()).await;
+    let tools = PgInspector::open(&settings).await;
+    for err in [queue.err(), tools.err()] {
+        let err = err.expect("opened without trusting the database's certificate");
+        let text = err.to_string();
+        println!("without queue.ca_file: {text}");
+        assert!(text.contains("certificate"), "{text}");
+        assert!(text.contains("queue.ca_file"), "{text}");
+        let debug = format!("{err:?}");
+        assert!(!text.contains(PG_PASSWORD), "{text}");
+        assert!(!debug.contains(PG_PASSWORD), "{debug}");
+    }
 }

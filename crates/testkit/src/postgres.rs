@@ -8,10 +8,18 @@
 //! creates, in a folder that user owns. The relay connects as a role that
 //! owns only its database, with a password and no superuser rights, as in
 //! production.
+//!
+//! [`TestPostgres::start_tls`] serves TLS with a certificate from a test CA
+//! ([`TestPostgres::ca_file`]) and refuses TCP connections without it, so
+//! a test that connects knows TLS was used.
 
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::cert::{self, ServerCert};
 
 /// Where Debian installs the server binaries, one folder per version.
 const DEBIAN_BINARIES: &str = "/usr/lib/postgresql";
@@ -28,12 +36,45 @@ pub struct TestPostgres {
     port: u16,
     /// `Some("postgres")` when we are root.
     run_as: Option<&'static str>,
+    /// The server's certificate files, when it serves TLS.
+    tls: Option<TlsFiles>,
 }
+
+/// Where a TLS server's PKI lives.
+struct TlsFiles {
+    /// The test CA (PEM), outside the data folder.
+    ca_file: PathBuf,
+    /// Certificate and key (PEM) in the data folder, the key mode `0600`
+    /// and, like the certificate, owned by the server's user.
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+/// `pg_hba.conf` of a TLS server: the local socket (the tests' `psql`)
+/// trusted; TCP only with TLS, so a plain connection matches no line and
+/// is refused.
+const TLS_ONLY_HBA: &str = "\
+local   all all              trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostssl all all ::1/128      scram-sha-256
+";
 
 impl TestPostgres {
     /// Creates a cluster, starts it, and creates the relay's role and
     /// database. Panics (never skips) when PostgreSQL is not installed.
     pub fn start() -> TestPostgres {
+        TestPostgres::create(false)
+    }
+
+    /// Like [`start`](Self::start), serving TLS with a certificate for
+    /// `localhost`, `127.0.0.1` and `::1` signed by a test CA
+    /// ([`ca_file`](Self::ca_file)); TCP connections without TLS are
+    /// refused. Connect with [`tls_url`](Self::tls_url).
+    pub fn start_tls() -> TestPostgres {
+        TestPostgres::create(true)
+    }
+
+    fn create(tls: bool) -> TestPostgres {
         let bin = binaries();
         let run_as = is_root().then_some("postgres");
         let dir = tempfile::Builder::new()
@@ -41,26 +82,18 @@ impl TestPostgres {
             .tempdir()
             .expect("a temporary folder for PostgreSQL");
         if let Some(user) = run_as {
-            let status = Command::new("chown")
-                .arg(format!("{user}:{user}"))
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(
-                status.success(),
-                "cannot give {} to {user}",
-                dir.path().display()
-            );
+            give(dir.path(), user);
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let pg = TestPostgres {
+        let mut pg = TestPostgres {
             dir,
             bin,
             port,
             run_as,
+            tls: None,
         };
         pg.tool(
             "initdb",
@@ -77,6 +110,9 @@ impl TestPostgres {
                 "--no-instructions",
             ],
         );
+        if tls {
+            pg.tls = Some(pg.write_tls_files());
+        }
         pg.start_again();
         pg.sql_in(
             "postgres",
@@ -97,6 +133,21 @@ impl TestPostgres {
         )
     }
 
+    /// `postgres://relay:PASSWORD@127.0.0.1:PORT/relay?sslmode=require`,
+    /// for a server from [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        format!("{}?sslmode=require", self.url())
+    }
+
+    /// PEM file of the test CA that signed the certificate of a server
+    /// from [`start_tls`](Self::start_tls); panics for a plain server.
+    pub fn ca_file(&self) -> &Path {
+        match &self.tls {
+            Some(files) => &files.ca_file,
+            None => panic!("this TestPostgres has no TLS: use TestPostgres::start_tls"),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -104,11 +155,18 @@ impl TestPostgres {
     /// Starts the (stopped) server again on the same port; waits until it
     /// accepts connections.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
+        if let Some(files) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                files.cert_file.display(),
+                files.key_file.display()
+            ));
+        }
         self.tool(
             "pg_ctl",
             &[
@@ -180,6 +238,34 @@ impl TestPostgres {
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Writes a fresh PKI (the CA beside the data folder, the server's
+    /// certificate and key in it) and the TLS-only `pg_hba.conf`, as the
+    /// server needs them: the key `0600` and owned by the server's user
+    /// (PostgreSQL refuses a key others may read).
+    fn write_tls_files(&self) -> TlsFiles {
+        let generated = ServerCert::generate("relay-testkit PostgreSQL CA");
+        let files = TlsFiles {
+            ca_file: self.dir.path().join("ca.pem"),
+            cert_file: self.data().join("server.crt"),
+            key_file: self.data().join("server.key"),
+        };
+        cert::write(&files.ca_file, &generated.ca_pem);
+        cert::write(&files.cert_file, &generated.cert_pem);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&files.key_file)
+            .and_then(|mut f| f.write_all(generated.key_pem.as_bytes()))
+            .unwrap_or_else(|e| panic!("write {}: {e}", files.key_file.display()));
+        if let Some(user) = self.run_as {
+            give(&files.cert_file, user);
+            give(&files.key_file, user);
+        }
+        cert::write(&self.data().join("pg_hba.conf"), TLS_ONLY_HBA);
+        files
     }
 
     /// Runs a PostgreSQL tool (as `postgres` when we are root); panics
@@ -257,6 +343,16 @@ fn binaries() -> PathBuf {
              Install it with `apt-get install postgresql` (.ci/run does)."
         ),
     }
+}
+
+/// Makes `user` the owner of `path`.
+fn give(path: &Path, user: &str) {
+    let status = Command::new("chown")
+        .arg(format!("{user}:{user}"))
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "cannot give {} to {user}", path.display());
 }
 
 fn is_root() -> bool {

@@ -72,7 +72,7 @@ async fn listen<T: MakeTlsConnect<Socket>>(
 ) -> Ended {
     let (client, mut connection) = match target.config.connect(tls).await {
         Ok(pair) => pair,
-        Err(e) => return Ended::Failed(e.to_string()),
+        Err(e) => return Ended::Failed(reason(e)),
     };
     // The LISTEN's reply comes through the connection, which must be
     // polled meanwhile.
@@ -83,11 +83,11 @@ async fn listen<T: MakeTlsConnect<Socket>>(
         tokio::select! {
             done = &mut listening => match done {
                 Ok(()) => break,
-                Err(e) => return Ended::Failed(e.to_string()),
+                Err(e) => return Ended::Failed(reason(e)),
             },
             message = poll_fn(|cx| connection.poll_message(cx)) => match message {
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Ended::Failed(e.to_string()),
+                Some(Err(e)) => return Ended::Failed(reason(e)),
                 None => return Ended::Failed("the server closed the connection".into()),
             },
         }
@@ -108,8 +108,14 @@ async fn listen<T: MakeTlsConnect<Socket>>(
                 }
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Ended::Lost(e.to_string()),
+            Some(Err(e)) => return Ended::Lost(reason(e)),
             None => return Ended::Lost("the server closed the connection".into()),
         }
     }
+}
+
+/// What went wrong, as `QueueError` says it: tokio-postgres's own text
+/// names only the step ("error performing TLS handshake"), not the cause.
+fn reason(e: tokio_postgres::Error) -> String {
+    crate::QueueError::from(e).to_string()
 }
