@@ -66,6 +66,11 @@ fn two_replicas_on_one_database_deliver_every_message_exactly_once() {
     let got = settle_shared(&pg, &t, Duration::from_secs(60));
     assert_each_once(&got, &subjects);
     assert!(b.messages().is_empty());
+    println!(
+        "two replicas: {} sent, {} delivered, each once",
+        subjects.len(),
+        got.len()
+    );
     for relay in [&first, &second] {
         assert_password_hidden(relay);
     }
@@ -155,6 +160,12 @@ fn a_database_outage_under_load_costs_452s_but_no_acknowledged_message() {
             counts.get(subject)
         );
     }
+    println!(
+        "database outage under load: acked={} refused-452={} delivered={} (each acknowledged message once)",
+        acked.len(),
+        refused.lock().unwrap().len(),
+        got.len()
+    );
     assert!(
         refused.lock().unwrap().iter().all(|r| r.starts_with("452")),
         "only 452s while down: {:?}",
@@ -199,6 +210,11 @@ fn a_replica_killed_mid_delivery_leaves_its_messages_to_another_after_the_lease(
     assert_each_once(&got, &subjects);
     // Leases are renewed every quarter lease (5 s), so the last one ran
     // out at least 3.75 s after the kill.
+    println!(
+        "replica killed mid-delivery: {} messages delivered by the other, the last {:.1} s after the kill (lease 5 s)",
+        subjects.len(),
+        killed.elapsed().as_secs_f64()
+    );
     assert!(
         killed.elapsed() >= Duration::from_secs(3),
         "delivered {:?} after the kill: before the lease ran out",
@@ -227,6 +243,11 @@ fn three_replicas_receiving_at_once_deliver_every_message_exactly_once() {
     });
     let got = settle_shared(&pg, &t, Duration::from_secs(90));
     assert_each_once(&got, &subjects);
+    println!(
+        "three replicas: {} sent, {} delivered, each once",
+        subjects.len(),
+        got.len()
+    );
     assert!(b.messages().is_empty());
     for relay in &replicas {
         assert_password_hidden(relay);

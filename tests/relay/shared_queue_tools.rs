@@ -120,17 +120,18 @@ fn queue_migrate_twice_copies_each_message_once_with_its_recipients_state() {
     assert!(deleted.contains(&failed), "{deleted}");
     assert!(shared.list().iter().all(|m| m["id"] != failed));
 
-    // A replica on the shared queue, with an upstream that takes
-    // everything: `retry --all` makes both due now, and it delivers only
-    // the recipients still pending.
+    // `retry --all` makes both due now (before any replica runs, so
+    // neither is delivered yet); then a replica on the shared queue, with
+    // an upstream that takes everything, delivers only the recipients
+    // still pending.
+    let retried = stdout(&shared.cli(&["retry", "--all"]));
+    assert!(retried.contains("Made 2 message(s) due now"), "{retried}");
     let (upstream, b) = (fake(), fake());
     let replica = relay_with(config_for(
         &upstream,
         &b,
         &format!("##\n[queue]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
     ));
-    let retried = stdout(&shared.cli(&["retry", "--all"]));
-    assert!(retried.contains("Made 2 message(s) due now"), "{retried}");
     quiesce(&shared, &[&upstream], Duration::from_secs(60)).unwrap();
     let got = upstream.messages();
     assert_eq!(

@@ -49,18 +49,19 @@ pub struct Control {
     pub reload: Arc<Notify>,
 }
 
-/// Why the daemon could not start.
+/// Why the daemon could not start. The cause is the error's `source`
+/// (printed after the message with `{:#}`), not repeated in its text.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The queue folder cannot be opened or created.
-    #[error("opening the queue in {} (queue.path): {source}", path.display())]
+    #[error("opening the queue in {} (queue.path)", path.display())]
     Queue {
         path: PathBuf,
         source: relay_queue::QueueError,
     },
     /// The shared queue cannot be reached or set up. Never names the URL:
     /// it holds the password.
-    #[error("opening the shared queue (queue.url, schema {schema}): {source}")]
+    #[error("opening the shared queue (queue.url, schema {schema})")]
     SharedQueue {
         schema: String,
         source: relay_queue::QueueError,
@@ -69,9 +70,7 @@ pub enum StartError {
     #[error(transparent)]
     Listen(#[from] relay_inbound::BindError),
     /// `admin.listen` cannot be bound.
-    #[error(
-        "admin.listen = {address}: cannot listen (set admin.listen = \"\" to disable): {source}"
-    )]
+    #[error("admin.listen = {address}: cannot listen (set admin.listen = \"\" to disable)")]
     Admin {
         address: SocketAddr,
         source: std::io::Error,
