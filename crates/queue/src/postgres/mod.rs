@@ -366,6 +366,9 @@ impl Queue for PgQueue {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut client = self.client().await?;
+        if sql::finish_delivered(&client, id, &outcomes).await? {
+            return Ok(Finished::Delivered);
+        }
         let tx = client.transaction().await?;
         let finished = sql::finish(
             &tx,

@@ -155,10 +155,10 @@ pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<
     Ok(())
 }
 
-/// Leases up to `batch` due messages whose lease is free or expired, in
-/// one statement (its own transaction: an empty claim, the common case of
-/// an idle delivery woken for a message another took, costs one round trip
-/// and writes nothing). Rows another replica is claiming right now are
+/// Leases up to `batch` due messages whose lease is free or expired, with
+/// their pending recipients, in one statement (its own transaction: an
+/// empty claim, an idle delivery woken for messages another took, costs
+/// one round trip and writes nothing). Rows another replica is claiming right now are
 /// skipped, not waited for. The first due message always; more only while
 /// what they hold in memory (head and tail) fits `batch.bytes`.
 pub async fn claim(
@@ -190,7 +190,11 @@ pub async fn claim(
                      UPDATE messages m SET lease_until = $5, lease_owner = $6
                      FROM chosen WHERE m.id = chosen.id
                      RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
-                               m.data, m.attempts, m.next_attempt_at",
+                               m.data, m.attempts, m.next_attempt_at,
+                               ARRAY(SELECT idx FROM recipients r
+                                     WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx),
+                               ARRAY(SELECT address FROM recipients r
+                                     WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx)",
                 )
                 .await?,
             &[
@@ -209,11 +213,17 @@ pub async fn claim(
     let mut claimed: Vec<(i64, Claimed)> = rows
         .iter()
         .map(|row| {
+            let idx: Vec<i64> = row.get(10);
+            let addresses: Vec<String> = row.get(11);
             let claimed = Claimed {
                 id: row.get(0),
                 received_at: from_millis(row.get(1)),
                 sender: row.get(2),
-                recipients: Vec::new(),
+                recipients: idx
+                    .into_iter()
+                    .zip(addresses)
+                    .map(|(idx, address)| PendingRecipient { idx, address })
+                    .collect(),
                 upstream: row.get(3),
                 stream: row.get(4),
                 content: Content {
@@ -228,29 +238,44 @@ pub async fn claim(
         .collect();
     // Oldest due first, as the queue promises (RETURNING keeps no order).
     claimed.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)));
-    let ids: Vec<&str> = claimed.iter().map(|(_, c)| c.id.as_str()).collect();
-    let recipients = client
-        .query(
+    let claimed = claimed.into_iter().map(|(_, c)| c).collect();
+    Ok(claimed)
+}
+
+/// The common finish in one statement (its own transaction): every
+/// outcome is a delivery and no other recipient is pending or failed, so
+/// the message, its recipients and its chunks go. `false` (nothing
+/// changed) when that does not hold; then [`finish`] does the general case.
+pub async fn finish_delivered(
+    client: &Client,
+    id: &str,
+    outcomes: &[(i64, Outcome)],
+) -> Result<bool, QueueError> {
+    if !outcomes
+        .iter()
+        .all(|(_, o)| matches!(o, Outcome::Delivered(_)))
+    {
+        return Ok(false);
+    }
+    let delivered: Vec<i64> = outcomes.iter().map(|(idx, _)| *idx).collect();
+    let gone: i64 = client
+        .query_one(
             &client
                 .prepare_cached(
-                    "SELECT message_id, idx, address FROM recipients
-                     WHERE message_id = ANY($1) AND state = 'pending' ORDER BY message_id, idx",
+                    "WITH gone AS (
+                         DELETE FROM messages WHERE id = $1 AND NOT EXISTS (
+                             SELECT 1 FROM recipients r WHERE r.message_id = $1
+                               AND (r.state = 'failed' OR (r.state = 'pending' AND NOT r.idx = ANY($2))))
+                         RETURNING id),
+                     body AS (DELETE FROM chunks WHERE message_id IN (SELECT id FROM gone))
+                     SELECT COUNT(*) FROM gone",
                 )
                 .await?,
-            &[&ids],
+            &[&id, &delivered],
         )
-        .await?;
-    let mut claimed: Vec<Claimed> = claimed.into_iter().map(|(_, c)| c).collect();
-    for row in recipients {
-        let id: &str = row.get(0);
-        if let Some(c) = claimed.iter_mut().find(|c| c.id == id) {
-            c.recipients.push(PendingRecipient {
-                idx: row.get(1),
-                address: row.get(2),
-            });
-        }
-    }
-    Ok(claimed)
+        .await?
+        .get(0);
+    Ok(gone > 0)
 }
 
 pub async fn finish(
