@@ -89,9 +89,10 @@ impl<Q: Queue> Worker<Q> {
                     continue;
                 }
             };
-            // Found work: more may be due (the queue wakes one delivery per
-            // commit), so wake another idle delivery to look.
-            if !claimed.is_empty() {
+            // A full chain: more may be due than one delivery takes (the
+            // queue wakes one delivery per commit), so wake another idle
+            // one to look. A shorter chain took everything that was due.
+            if claimed.len() >= CHAIN.messages {
                 arrivals.notify_one();
             }
             if claimed.is_empty() {

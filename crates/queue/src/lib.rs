@@ -96,8 +96,8 @@ use tokio::sync::Notify;
 /// added messages. Not every delivery: woken all at once, dozens would race
 /// to claim the same few messages, each paying a claim (a database round
 /// trip on the shared queue) to find nothing. The one woken claims a chain
-/// and, having found work, wakes the next (see the delivery worker), so
-/// exactly as many deliveries wake as there is work for, plus one.
+/// and, if it was full, wakes the next (see the delivery worker), so about
+/// as many deliveries wake as there is work for.
 pub fn wake(arrivals: &Notify) {
     arrivals.notify_one();
 }
