@@ -173,3 +173,49 @@ fn a_554_at_end_of_data_fails_the_message_and_it_is_never_retried() {
         "new upstream connections after failing"
     );
 }
+
+/// Postmark's setup guide shows an unverified sender refused with `422`.
+/// Whatever the code, and whether it comes at MAIL FROM (the envelope
+/// sender) or after DATA (the `From:` header), the message fails at once
+/// with the fix, is not retried for days, and stays for `queue retry`.
+#[test]
+fn an_unverified_sender_refused_with_422_fails_at_once_with_the_fix() {
+    let t = FakePostmark::start(FakeOptions {
+        unverified_domains: vec!["unverified.test".into()],
+        unverified_code: 422,
+        ..Default::default()
+    });
+    let b = fake();
+    let relay = relay_for(&t, &b, "");
+    let at_mail = queue_id(&send(
+        relay.addr,
+        "app@unverified.test",
+        &["u@example.net"],
+        &message("envelope"),
+    ));
+    let header =
+        b"From: App <app@unverified.test>\r\nTo: u@example.net\r\nSubject: header\r\n\r\nhi\r\n";
+    let after_data = queue_id(&send(
+        relay.addr,
+        "app@example.com",
+        &["u@example.net"],
+        header,
+    ));
+    settle(&relay, &t, Duration::from_secs(20));
+    assert!(t.messages().is_empty());
+    let list = relay.queue_list();
+    for id in [&at_mail, &after_data] {
+        let m = list
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} not in {list:#?}"));
+        assert_eq!(m["state"], "failed", "{m:#}");
+        assert_eq!(m["attempts"], 1, "tried once, not retried: {m:#}");
+        let reply = m["recipients"][0]["reply"].as_str().unwrap();
+        assert!(
+            reply.starts_with("422") && reply.contains("Sender Signatures"),
+            "{reply}"
+        );
+        assert_eq!(relay.count_log_for(id, "Message deferred."), 0);
+    }
+}

@@ -23,11 +23,16 @@ pub fn reply_text(r: &Response<String>) -> String {
 }
 
 /// 2xx → delivered, 4xx → deferred, anything else → failed; the text is
-/// the reply with its fix when there is one.
+/// the reply with its fix when there is one. An unverified sender fails
+/// whatever its code: Postmark has sent it as `422`, and retrying for days
+/// cannot verify a domain (the message stays for `queue retry`).
 pub fn classify(r: &Response<String>) -> Outcome {
-    let text = with_hint(&reply_text(r));
+    let text = reply_text(r);
+    let unverified = is_unverified_sender(&text);
+    let text = with_hint(&text);
     match r.code {
         200..=299 => Outcome::Delivered(text),
+        _ if unverified => Outcome::Failed(text),
         400..=499 => Outcome::Deferred(text),
         _ => Outcome::Failed(text),
     }
@@ -37,7 +42,9 @@ pub fn classify(r: &Response<String>) -> Outcome {
 /// error, so it counts as temporary.
 pub fn classify_body(r: &Response<String>) -> Outcome {
     match classify(r) {
-        Outcome::Failed(text) if r.code / 100 == 3 => Outcome::Deferred(text),
+        Outcome::Failed(text) if r.code / 100 == 3 && !is_unverified_sender(&text) => {
+            Outcome::Deferred(text)
+        }
         outcome => outcome,
     }
 }
@@ -77,6 +84,11 @@ impl Diagnosis {
             Diagnosis::UnverifiedSender => "the sender's domain is not verified on this Postmark server (Sender Signatures)",
         }
     }
+}
+
+/// Whether a reply says the sender's domain is not verified.
+fn is_unverified_sender(reply: &str) -> bool {
+    Diagnosis::of(reply) == Some(Diagnosis::UnverifiedSender)
 }
 
 /// The fix for a reply, if it is one of the failures an operator can fix.
@@ -176,6 +188,18 @@ mod tests {
         assert!(with_hint("535 5.7.8 Authentication failed")
             .contains("both be the same Server API Token"));
         assert_eq!(with_hint("451 4.3.0 busy"), "451 4.3.0 busy");
+        // Postmark's setup guide shows the unverified sender as a 422: it
+        // fails at once all the same, with its fix.
+        let guide = r(
+            422,
+            [0, 0, 0],
+            "The from address you've used was not found in your domains",
+        );
+        match classify(&guide) {
+            Outcome::Failed(text) => assert!(text.contains("Sender Signatures"), "{text}"),
+            other => panic!("a 422 unverified sender was {other:?}"),
+        }
+        assert!(matches!(classify_body(&guide), Outcome::Failed(_)));
         assert_eq!(
             FailureReason::of_refusal("550 5.1.1 no user"),
             FailureReason::Rejected

@@ -114,7 +114,7 @@ impl Handler for PostmarkHandler {
             return reply.response();
         }
         if self.is_unverified(from) {
-            return unverified_sender();
+            return unverified_sender(self.shared.opts.unverified_code);
         }
         let mut conn = self.conn.borrow_mut();
         conn.reset_transaction();
@@ -167,7 +167,7 @@ impl Handler for PostmarkHandler {
             return reply.response();
         }
         if header_from(&txn.data).is_some_and(|from| self.is_unverified(&from)) {
-            return unverified_sender();
+            return unverified_sender(self.shared.opts.unverified_code);
         }
         let conn = self.conn.borrow();
         let received = Received {
@@ -197,10 +197,13 @@ fn custom(code: u16, text: &str) -> Response {
     Response::custom(code, text.to_owned())
 }
 
-fn unverified_sender() -> Response {
+/// Postmark's refusal of a sender whose domain is not verified, with
+/// `code` (550, or 422 as Postmark's own setup guide shows it).
+fn unverified_sender(code: u16) -> Response {
+    let status = if code / 100 == 4 { "4.7.1" } else { "5.7.1" };
     custom(
-        550,
-        "5.7.1 The from address you've used was not found in your domains",
+        code,
+        &format!("{status} The from address you've used was not found in your domains"),
     )
 }
 

@@ -56,6 +56,9 @@ pub struct FakeOptions {
     /// of DATA) get `550 5.7.1 The from address you've used was not found in
     /// your domains`.
     pub unverified_domains: Vec<String>,
+    /// The code of that refusal: 550 by default; Postmark's setup guide
+    /// shows it as 422, which the relay must not treat as temporary.
+    pub unverified_code: u16,
     /// Advertise and support STARTTLS (never implicit TLS). With TLS, AUTH
     /// is offered only after STARTTLS, like Postmark.
     pub tls: bool,
@@ -73,6 +76,7 @@ impl Default for FakeOptions {
             server_token: "server-token".to_owned(),
             account_token: None,
             unverified_domains: Vec::new(),
+            unverified_code: 550,
             tls: true,
             require_auth: true,
             max_rcpt: 50,
