@@ -298,3 +298,82 @@ fn send_test_from_an_unverified_domain_fails_with_the_sender_signatures_hint() {
     assert!(run.stderr.contains("Sender Signatures"), "{}", run.stderr);
     assert!(t.messages().is_empty());
 }
+
+/// `check --from ADDR` asks every upstream whether Postmark takes ADDR as
+/// a sender (MAIL FROM, then RSET) without sending anything: an unverified
+/// domain fails with its fix on the upstream that refuses it (whatever the
+/// reply code), a verified one passes everywhere.
+#[test]
+fn check_from_asks_each_upstream_about_the_sender_and_sends_nothing() {
+    let t = fake_with(FakeOptions {
+        unverified_domains: vec!["unverified.test".into()],
+        unverified_code: 422,
+        ..FakeOptions::default()
+    });
+    let b = fake_with(FakeOptions::default());
+    let config = config_with_token(&t, &b, Some(SECRET));
+
+    let refused = run(
+        &["check", "--from", "app@unverified.test"],
+        &config,
+        &[SECRET],
+    );
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    let line = |out: &str, name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"))
+            .to_string()
+    };
+    let transactional = line(&refused.stdout, "transactional");
+    assert!(
+        transactional.contains("FAILED at MAIL FROM")
+            && transactional.contains("refuses app@unverified.test")
+            && transactional.contains("Sender Signatures"),
+        "{transactional}"
+    );
+    let broadcast = line(&refused.stdout, "broadcast");
+    assert!(
+        broadcast.contains("sender app@unverified.test accepted"),
+        "{broadcast}"
+    );
+
+    let accepted = run(&["check", "--from", "app@example.com"], &config, &[SECRET]);
+    assert_eq!(
+        accepted.code,
+        Some(0),
+        "{}{}",
+        accepted.stdout,
+        accepted.stderr
+    );
+    assert!(
+        line(&accepted.stdout, "transactional").contains("sender app@example.com accepted"),
+        "{}",
+        accepted.stdout
+    );
+    assert!(t.messages().is_empty() && b.messages().is_empty());
+
+    let injected = run(
+        &[
+            "check",
+            "--from",
+            "a@example.com>\r\nRCPT TO:<x@example.net",
+        ],
+        &config,
+        &[SECRET],
+    );
+    assert_eq!(
+        injected.code,
+        Some(64),
+        "{}{}",
+        injected.stdout,
+        injected.stderr
+    );
+    assert!(injected.stderr.contains("--from"), "{}", injected.stderr);
+}

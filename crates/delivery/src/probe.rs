@@ -40,6 +40,8 @@ pub enum Step {
     Tls,
     /// AUTH with the Server API Token.
     Auth,
+    /// MAIL FROM with the address `check --from` asks about.
+    Sender,
     /// Sending the test message.
     Send,
 }
@@ -55,6 +57,7 @@ impl fmt::Display for Step {
             Step::StartTls => "STARTTLS",
             Step::Tls => "TLS handshake",
             Step::Auth => "AUTH",
+            Step::Sender => "MAIL FROM",
             Step::Send => "send",
         })
     }
@@ -83,18 +86,26 @@ impl fmt::Display for Failure {
 /// The verdict on one upstream, printed by `check` as one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Logged in; says how the connection was secured.
-    Passed(TlsMode),
+    /// Logged in (and took the sender asked about, if any); says how the
+    /// connection was secured.
+    Passed(TlsMode, Option<String>),
     Failed(Failure),
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Passed(TlsMode::StartTls) => f.write_str("OK (STARTTLS, authenticated)"),
-            Verdict::Passed(TlsMode::Implicit) => f.write_str("OK (implicit TLS, authenticated)"),
-            Verdict::Passed(TlsMode::None) => f.write_str("OK (no TLS, authenticated)"),
-            Verdict::Failed(failure) => failure.fmt(f),
+        let (tls, sender) = match self {
+            Verdict::Passed(tls, sender) => (tls, sender),
+            Verdict::Failed(failure) => return failure.fmt(f),
+        };
+        f.write_str(match tls {
+            TlsMode::StartTls => "OK (STARTTLS, authenticated",
+            TlsMode::Implicit => "OK (implicit TLS, authenticated",
+            TlsMode::None => "OK (no TLS, authenticated",
+        })?;
+        match sender {
+            Some(sender) => write!(f, "; sender {sender} accepted)"),
+            None => f.write_str(")"),
         }
     }
 }
@@ -104,12 +115,17 @@ impl fmt::Display for Verdict {
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Probes every upstream at once (a blocked port costs one timeout, not
-/// one per upstream); verdicts come back in `config.upstreams` order. For `check`.
-pub async fn probe_all(config: &Config) -> Vec<Verdict> {
+/// one per upstream); verdicts come back in `config.upstreams` order. With
+/// `sender`, each is also asked whether it takes that address as a sender
+/// (nothing is sent). For `check`.
+pub async fn probe_all(config: &Config, sender: Option<&str>) -> Vec<Verdict> {
     let tasks: Vec<_> = crate::upstreams(config)
         .into_iter()
         .map(|(_, built)| match for_probe(built) {
-            Ok(up) => tokio::spawn(async move { probe(&up).await }),
+            Ok(up) => {
+                let sender = sender.map(str::to_string);
+                tokio::spawn(async move { probe(&up, sender.as_deref()).await })
+            }
             Err(failure) => tokio::spawn(async move { Verdict::Failed(failure) }),
         })
         .collect();
@@ -165,16 +181,75 @@ fn for_probe(built: Result<Upstream, UpstreamError>) -> Result<Upstream, Failure
         })
 }
 
-/// Connects, secures and authenticates to `up` as the daemon would, then
-/// says QUIT; reports the first step that failed.
-pub async fn probe(up: &Upstream) -> Verdict {
-    match login(up).await {
-        Ok(connection) => {
+/// Connects, secures and authenticates to `up` as the daemon would; with
+/// `sender`, says `MAIL FROM:<sender>` and then `RSET` (Postmark refuses an
+/// unverified sender there, so nothing needs sending); then QUIT. Reports
+/// the first step that failed.
+pub async fn probe(up: &Upstream, sender: Option<&str>) -> Verdict {
+    let mut connection = match login(up).await {
+        Ok(connection) => connection,
+        Err(failure) => return Verdict::Failed(failure),
+    };
+    if let Some(sender) = sender {
+        if let Err(failure) = ask_sender(up, &mut connection, sender).await {
             connection.quit().await;
-            Verdict::Passed(up.tls)
+            return Verdict::Failed(failure);
         }
-        Err(failure) => Verdict::Failed(failure),
     }
+    connection.quit().await;
+    Verdict::Passed(up.tls, sender.map(str::to_string))
+}
+
+/// `MAIL FROM:<sender>`, then `RSET`: whether the upstream takes `sender`.
+async fn ask_sender(
+    up: &Upstream,
+    connection: &mut Connection,
+    sender: &str,
+) -> Result<(), Failure> {
+    let command = format!("MAIL FROM:<{sender}>\r\n");
+    let asked = async {
+        match connection {
+            Connection::Tls(s) => s.client.cmd(command.as_bytes()).await,
+            Connection::Plain(s) => s.client.cmd(command.as_bytes()).await,
+        }
+    };
+    let at = format!("{}:{}", up.host, up.port);
+    let reply = match tokio::time::timeout(up.timeout, asked).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => {
+            return Err(Failure {
+                step: Step::Sender,
+                reason: format!("{at} did not answer MAIL FROM: {e}"),
+                fix: None,
+            })
+        }
+        Err(_) => {
+            return Err(Failure {
+                step: Step::Sender,
+                reason: format!(
+                    "{at} did not answer MAIL FROM within {}s",
+                    up.timeout.as_secs()
+                ),
+                fix: Some(timeout_fix(up)),
+            })
+        }
+    };
+    if reply.code / 100 != 2 {
+        let text = reply_text(&reply);
+        return Err(Failure {
+            step: Step::Sender,
+            fix: Diagnosis::of(&text).map(|d| d.fix().to_string()),
+            reason: format!("{at} refuses {sender} as a sender: {text}"),
+        });
+    }
+    let reset = async {
+        match connection {
+            Connection::Tls(s) => s.client.rset().await,
+            Connection::Plain(s) => s.client.rset().await,
+        }
+    };
+    let _ = tokio::time::timeout(up.timeout, reset).await;
+    Ok(())
 }
 
 /// Sends one message from `from` to `to` over a fresh connection, outside
@@ -421,7 +496,7 @@ mod tests {
             "FAILED at TCP connect: connection refused by h:1 — fix: check the port"
         );
         assert_eq!(
-            Verdict::Passed(TlsMode::StartTls).to_string(),
+            Verdict::Passed(TlsMode::StartTls, None).to_string(),
             "OK (STARTTLS, authenticated)"
         );
     }

@@ -1,6 +1,7 @@
 //! `check`: the config is already valid when this runs; this says whether
 //! the queue and the secret files are private, logs in to every upstream
-//! exactly as the daemon would, and prints one verdict line per upstream
+//! exactly as the daemon would (and, with `--from ADDR`, asks each whether
+//! it takes ADDR as a sender), and prints one verdict line per upstream
 //! with a fix for each failure. Exits 0 only if all upstreams pass.
 //!
 //! A queue or secret file other users can read is a warning with its fix,
@@ -17,14 +18,26 @@ use relay_delivery::probe::{probe_all, Verdict};
 use relay_queue::private::{self, Privacy};
 
 /// Runs the check and prints the verdicts on stdout.
-pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
+pub fn run(loaded: &relay_config::Loaded, sender: Option<&str>) -> ExitCode {
+    if let Some(bad) = sender.filter(|s| !plausible_address(s)) {
+        eprintln!(
+            "postmark-relay check: --from {:?} is not an email address (local@domain, no spaces, brackets or control characters)",
+            bad
+        );
+        return ExitCode::from(crate::EX_USAGE);
+    }
     let config = &loaded.config;
     println!("{}", summary(config, loaded.file.as_deref()));
     println!("{}", queue_privacy(&config.queue.path));
     for exposed in relay_config::world_readable_secrets(config) {
         println!("WARNING: {exposed}.");
     }
-    println!("Checking each upstream (DNS, TCP, STARTTLS, AUTH):");
+    match sender {
+        Some(sender) => println!(
+            "Checking each upstream (DNS, TCP, STARTTLS, AUTH, MAIL FROM:<{sender}> then RSET):"
+        ),
+        None => println!("Checking each upstream (DNS, TCP, STARTTLS, AUTH):"),
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -35,7 +48,7 @@ pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let verdicts = runtime.block_on(probe_all(config));
+    let verdicts = runtime.block_on(probe_all(config, sender));
     let addresses: Vec<String> = config
         .upstreams
         .values()
@@ -46,13 +59,24 @@ pub fn run(loaded: &relay_config::Loaded) -> ExitCode {
     let mut passed = true;
     for ((name, at), verdict) in config.upstreams.keys().zip(&addresses).zip(&verdicts) {
         println!("{name:<name_width$}  {at:<at_width$}  {verdict}");
-        passed &= matches!(verdict, Verdict::Passed(_));
+        passed &= matches!(verdict, Verdict::Passed(..));
     }
     if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Whether `address` can go into `MAIL FROM:<…>` as it is: one
+/// `local@domain` word, nothing that could end the command or add another.
+fn plausible_address(address: &str) -> bool {
+    address
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !address
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>'))
 }
 
 /// What was validated, without secrets.

@@ -40,7 +40,7 @@ pub enum Command {
     /// Validate the config, then connect, STARTTLS and AUTH to every
     /// upstream; print a verdict per upstream with a fix for each failure.
     /// Exits 0 only if every upstream passes.
-    Check,
+    Check(CheckArgs),
     /// Send one small test message through the real upstream (not the
     /// queue) and print Postmark's reply.
     SendTest(SendTestArgs),
@@ -75,6 +75,16 @@ pub struct SendTestArgs {
     /// Same as --stream broadcast.
     #[arg(long)]
     pub broadcast: bool,
+}
+
+/// `check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also ask each upstream whether it accepts ADDR as a sender (MAIL
+    /// FROM, then RSET: nothing is sent), e.g. before an app's first
+    /// message from a newly verified domain.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
 }
 
 /// `queue` subcommands.

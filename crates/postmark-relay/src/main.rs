@@ -17,7 +17,7 @@ use clap::Parser;
 use cli::Command;
 
 /// sysexits' EX_USAGE: bad command line or configuration.
-const EX_USAGE: u8 = 64;
+pub(crate) const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     // Installed as /usr/sbin/sendmail (a symlink), behave as sendmail(8).
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check => check::run(&loaded),
+        Command::Check(args) => check::run(&loaded, args.from.as_deref()),
         Command::SendTest(args) => send_test::run(&loaded.config, &args),
         Command::Queue(command) => queue_cmd::run(&loaded.config, command),
         Command::Health => health::run(&loaded.config),
