@@ -84,7 +84,7 @@ impl Default for RawServer {
     fn default() -> Self {
         RawServer {
             listen: strings(&["127.0.0.1:25", "[::1]:25"]),
-            hostname: "localhost".into(),
+            hostname: String::new(),
             allowed_networks: strings(&["127.0.0.0/8", "::1/128"]),
             max_message_size: "10MB".into(),
             max_recipients: 1000,
@@ -321,4 +321,16 @@ impl Default for RawLog {
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// This machine's host name, the default `server.hostname` (as Postfix's
+/// `myhostname`): what the banner, `Received:`, the Message-IDs the relay
+/// adds and sendmail's default sender domain say. `localhost` when the
+/// kernel has none that fits in one word.
+pub(crate) fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty() && !name.contains(char::is_whitespace) && name != "(none)")
+        .unwrap_or_else(|| "localhost".into())
 }

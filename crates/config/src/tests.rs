@@ -75,7 +75,7 @@ fn defaults_equal_design() {
         let expected = Config {
             server: Server {
                 listen: vec![addr("127.0.0.1:25"), addr("[::1]:25")],
-                hostname: "localhost".into(),
+                hostname: crate::raw::system_hostname(),
                 allowed_networks: vec![
                     "127.0.0.0/8".parse().expect("net"),
                     "::1/128".parse().expect("net"),
@@ -175,7 +175,8 @@ fn file_overrides_merge_per_key() {
         assert_eq!(config.server.max_message_size, 1_048_576);
         assert!(config.server.accept_auth);
         assert_eq!(
-            config.server.hostname, "localhost",
+            config.server.hostname,
+            crate::raw::system_hostname(),
             "untouched keys keep defaults"
         );
         let tx = &config.upstreams["transactional"];
@@ -928,5 +929,15 @@ fn a_world_readable_queue_url_file_is_reported() {
         assert_eq!(exposed[0].fix(), "chmod o-rwx queue-url");
         chmod(0o640);
         assert_eq!(world_readable_secrets(&config), vec![]);
+    });
+}
+
+/// `server.hostname` defaults to this machine's name (relay-added
+/// Message-IDs then name it, not `localhost`).
+#[test]
+fn hostname_defaults_to_the_machines_host_name() {
+    jail(|jail| {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(load_ok(jail, None).server.hostname, kernel.trim());
     });
 }

@@ -103,10 +103,14 @@ fn network(text: &str, key: &str, p: &mut Problems) -> Option<IpNet> {
     None
 }
 
-/// Goes into the banner and `Received:`, so it must be one word.
+/// Goes into the banner and `Received:`, so it must be one word; empty
+/// means this machine's host name.
 fn hostname(text: &str, p: &mut Problems) -> Option<String> {
     let text = text.trim();
-    if text.is_empty() || text.contains(char::is_whitespace) {
+    if text.is_empty() {
+        return Some(crate::raw::system_hostname());
+    }
+    if text.contains(char::is_whitespace) {
         p.add(
             "server.hostname",
             format!("`{text}` is not a host name (one word, e.g. relay.example.com)"),
