@@ -194,6 +194,9 @@ fn relay_not_running_exits_75() {
     );
     assert_eq!(code(&out), 75, "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    // Where the address came from, so the operator knows what to fix.
+    let from = format!("comes from server.listen in {}", cfg.display());
+    assert!(stderr(&out).contains(&from), "{}", stderr(&out));
 }
 
 #[test]
@@ -257,4 +260,71 @@ fn usage_errors_exit_64() {
     let out = sendmail(&["sendmail", "-c", cfg, "-t"], b"Subject: nobody\n\nx\n");
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("no recipients"), "{}", stderr(&out));
+}
+
+/// sendmail needs only the relay's address: a config whose token file it
+/// may not read (or that does not exist on this host) still submits.
+#[test]
+fn a_token_file_sendmail_cannot_read_does_not_stop_it() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = relay.dir.path().join("app-side.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"{}\"]\nhostname = \"relay.test\"\n[postmark]\nserver_token_file = \"/nonexistent/postmark-token\"\n",
+            relay.addr
+        ),
+    )
+    .unwrap();
+    let out = sendmail(
+        &["sendmail", "-c", cfg.to_str().unwrap(), "u@example.net"],
+        b"Subject: no secrets needed\n\nx\n",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+}
+
+/// A config the caller may not read (the token in a `0600` file read by
+/// another user, e.g. php-fpm): sendmail says it cannot read it, with the
+/// absolute path and what to do, not that it is invalid; exit 64.
+#[test]
+fn an_unreadable_config_is_cannot_read_with_its_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, "[server]\nlisten = [\"127.0.0.1:2525\"]\n").unwrap();
+    let relative = "relay.toml";
+    let out = if running_as_root() {
+        // root reads anything: be an ordinary user (nobody) for this run.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["sendmail", "-c", relative, "u@example.net"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null());
+        cmd.output().expect("setpriv runs")
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let out = Command::new(BIN)
+            .args(["sendmail", "-c", relative, "u@example.net"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("sendmail runs");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+        out
+    };
+    let err = stderr(&out);
+    assert_eq!(code(&out), 64, "{err}");
+    assert!(err.contains("cannot read the config file"), "{err}");
+    assert!(!err.contains("invalid"), "{err}");
+    assert!(
+        err.contains(&cfg.display().to_string()),
+        "absolute path: {err}"
+    );
+    assert!(err.contains("POSTMARK_SERVER_TOKEN"), "{err}");
 }

@@ -40,7 +40,7 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// Which file to read, if any.
-fn config_file(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+pub(crate) fn config_file(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(path) = path {
         return require_file(path, "given with -c").map(Some);
     }
@@ -110,7 +110,11 @@ fn read_sections(figment: &Figment, p: &mut Problems) -> Sections {
     }
 }
 
-fn section<T: DeserializeOwned>(figment: &Figment, key: &str, p: &mut Problems) -> Option<T> {
+pub(crate) fn section<T: DeserializeOwned>(
+    figment: &Figment,
+    key: &str,
+    p: &mut Problems,
+) -> Option<T> {
     figment
         .extract_inner(key)
         .map_err(|e| p.add_figment(key, e))

@@ -64,17 +64,12 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         eprintln!("sendmail: no recipients: give them as arguments, or use -t to take them from To:, Cc: and Bcc:\n{USAGE}");
         return ExitCode::from(EX_USAGE);
     }
-    let loaded = match relay_config::load(opts.config.as_deref().or(config.as_deref())) {
-        Ok(loaded) => loaded,
+    let relay = match relay_config::load_submission(opts.config.as_deref().or(config.as_deref())) {
+        Ok(relay) => relay,
         Err(e) => {
-            eprintln!("sendmail: invalid postmark-relay configuration:\n{e}");
+            eprintln!("sendmail: cannot find the relay's address in the postmark-relay configuration:\n{e}");
             return ExitCode::from(EX_USAGE);
         }
-    };
-    let server = &loaded.config.server;
-    let Some(listen) = server.listen.first() else {
-        eprintln!("sendmail: server.listen is empty: there is no relay address to submit to");
-        return ExitCode::from(EX_USAGE);
     };
     let raw = match read_message(&mut io::stdin().lock(), opts.ignore_dots) {
         Ok(raw) => raw,
@@ -83,7 +78,7 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
             return ExitCode::from(EX_IOERR);
         }
     };
-    let local_user = format!("{}@{}", login_name(), server.hostname);
+    let local_user = format!("{}@{}", login_name(), relay.hostname);
     let Some(prepared) = prepare(&opts, &raw, &local_user) else {
         eprintln!("sendmail: no recipients: the message has no To:, Cc: or Bcc: addresses and none were given");
         return ExitCode::from(EX_USAGE);
@@ -93,7 +88,7 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         recipients: &prepared.recipients,
         data: &prepared.data,
     };
-    let addr = dial_address(*listen);
+    let addr = dial_address(relay.listen);
     // One connection, one message: a current-thread runtime is enough.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,6 +105,13 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(io::stderr(), "sendmail: {e}");
+            if matches!(e, SubmitError::Unreachable(_)) {
+                let _ = writeln!(
+                    io::stderr(),
+                    "sendmail: the relay's address {addr} comes from {}; is `postmark-relay serve` running there?",
+                    relay.listen_from
+                );
+            }
             ExitCode::from(match e {
                 SubmitError::Unreachable(_) | SubmitError::Temporary(_) => EX_TEMPFAIL,
                 SubmitError::Permanent(_) => EX_UNAVAILABLE,

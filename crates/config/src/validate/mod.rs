@@ -37,6 +37,14 @@ pub(crate) struct Sections {
     pub log: Option<RawLog>,
 }
 
+/// `server.listen` and `server.hostname` alone (see `crate::submission`).
+pub(crate) fn server_address(
+    raw: &RawServer,
+    p: &mut Problems,
+) -> Option<(Vec<std::net::SocketAddr>, String)> {
+    server::address(raw, p)
+}
+
 /// Checks every table; `None` if anything (here or earlier) was wrong.
 /// `env_token` is `POSTMARK_SERVER_TOKEN`, injected so this stays pure.
 pub(crate) fn validate(

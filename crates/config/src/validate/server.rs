@@ -46,6 +46,19 @@ pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
     })
 }
 
+/// Only what a client of the relay needs (`sendmail`): where it listens
+/// and its host name, checked like [`server`] checks them.
+pub(super) fn address(
+    raw: &RawServer,
+    p: &mut Problems,
+) -> Option<(Vec<std::net::SocketAddr>, String)> {
+    let listen = list(&raw.listen, "server.listen", p, |text, key, p| {
+        socket_addr(text, key, p)
+    });
+    let hostname = hostname(&raw.hostname, p);
+    Some((listen?, hostname?))
+}
+
 /// Refuses an open relay: listening beyond loopback while every client
 /// network is allowed would let anyone on the internet send mail as your
 /// Postmark server. `server.allow_open_relay = true` overrides it.
