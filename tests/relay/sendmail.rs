@@ -328,3 +328,55 @@ fn an_unreadable_config_is_cannot_read_with_its_absolute_path() {
     );
     assert!(err.contains("POSTMARK_SERVER_TOKEN"), "{err}");
 }
+
+/// Cron without MAILTO mails `root`: `[sendmail] aliases` sends it to a
+/// real address, `sendmail.domain` qualifies other bare names, and an
+/// unmapped bare name is refused (exit 67) naming the settings, instead of
+/// a `501` from the relay and the mail gone.
+#[test]
+fn bare_local_recipients_follow_aliases_and_the_domain() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let dir = relay.dir.path();
+    let with_aliases = dir.join("aliases.toml");
+    std::fs::write(
+        &with_aliases,
+        format!(
+            "[server]\nlisten = [\"{}\"]\nhostname = \"relay.test\"\n[sendmail]\naliases = {{ root = \"ops@example.com, oncall@example.com\" }}\ndomain = \"example.org\"\n",
+            relay.addr
+        ),
+    )
+    .unwrap();
+    let cron =
+        b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> backup\n\nbackup done\n";
+    let out = sendmail(
+        &[
+            "sendmail",
+            "-c",
+            with_aliases.to_str().unwrap(),
+            "-i",
+            "root",
+            "alice",
+        ],
+        cron,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].rcpt_to,
+        ["ops@example.com", "oncall@example.com", "alice@example.org"]
+    );
+
+    let plain = client_config(dir, relay.addr);
+    let out = sendmail(&["sendmail", "-c", plain.to_str().unwrap(), "root"], cron);
+    assert_eq!(code(&out), 67, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`root` is a bare local name")
+            && err.contains("[sendmail] aliases")
+            && err.contains("sendmail.domain"),
+        "{err}"
+    );
+    assert_eq!(t.messages().len(), 1, "nothing more was sent");
+}

@@ -105,6 +105,7 @@ fn read_sections(figment: &Figment, p: &mut Problems) -> Sections {
         routing: section(figment, "routing", p),
         retry: section(figment, "retry", p),
         rewrite: section(figment, "rewrite", p),
+        sendmail: section(figment, "sendmail", p),
         admin: section(figment, "admin", p),
         log: section(figment, "log", p),
     }

@@ -14,7 +14,7 @@ pub(crate) const TRANSACTIONAL: &str = "transactional";
 pub(crate) const BROADCAST: &str = "broadcast";
 
 /// The top-level tables, in the order docs/REFERENCE.md lists them.
-pub(crate) const SECTIONS: [&str; 9] = [
+pub(crate) const SECTIONS: [&str; 10] = [
     "server",
     "queue",
     "postmark",
@@ -22,6 +22,7 @@ pub(crate) const SECTIONS: [&str; 9] = [
     "routing",
     "retry",
     "rewrite",
+    "sendmail",
     "admin",
     "log",
 ];
@@ -39,6 +40,7 @@ pub(crate) struct RawConfig {
     pub routing: RawRouting,
     pub retry: RawRetry,
     pub rewrite: RawRewrite,
+    pub sendmail: RawSendmail,
     pub admin: RawAdmin,
     pub log: RawLog,
 }
@@ -53,6 +55,7 @@ impl Default for RawConfig {
             routing: RawRouting::default(),
             retry: RawRetry::default(),
             rewrite: RawRewrite::default(),
+            sendmail: RawSendmail::default(),
             admin: RawAdmin::default(),
             log: RawLog::default(),
         }
@@ -282,6 +285,16 @@ pub(crate) struct RawRewrite {
     pub verified_domains: Vec<String>,
     #[serde(deserialize_with = "lenient::text")]
     pub sender: String,
+}
+
+/// `[sendmail]`: bare local recipients of `sendmail` made into addresses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawSendmail {
+    /// Local name → one address, or several separated by commas.
+    pub aliases: BTreeMap<String, String>,
+    #[serde(deserialize_with = "lenient::text")]
+    pub domain: String,
 }
 
 /// `[admin]`; `listen = ""` disables the endpoint.

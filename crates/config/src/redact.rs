@@ -4,7 +4,7 @@
 
 use crate::raw::{
     RawAdmin, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawRule,
-    RawServer, RawUpstream,
+    RawSendmail, RawServer, RawUpstream,
 };
 use crate::units::{format_duration, format_size};
 use crate::{Config, LogFormat, QueueBackend, Secret, TlsMode};
@@ -113,6 +113,15 @@ fn to_raw(config: &Config) -> RawConfig {
         rewrite: RawRewrite {
             verified_domains: config.rewrite.verified_domains.clone(),
             sender: config.rewrite.sender.clone().unwrap_or_default(),
+        },
+        sendmail: RawSendmail {
+            aliases: config
+                .sendmail
+                .aliases
+                .iter()
+                .map(|(name, addresses)| (name.clone(), addresses.join(", ")))
+                .collect(),
+            domain: config.sendmail.domain.clone().unwrap_or_default(),
         },
         admin: RawAdmin {
             listen: config

@@ -17,12 +17,13 @@ use figment::Figment;
 
 use crate::error::{ConfigError, Problem};
 use crate::load::{config_file, section};
-use crate::raw::{RawConfig, RawServer};
+use crate::raw::{RawConfig, RawSendmail, RawServer};
 use crate::report::Problems;
 use crate::sources::{self, EnvKeys};
+use crate::Sendmail;
 
 /// Where a sendmail submission goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
     /// The relay's first `server.listen` address.
     pub listen: SocketAddr,
@@ -32,6 +33,10 @@ pub struct Submission {
     /// environment variable, or the default), for the message when the
     /// relay cannot be reached.
     pub listen_from: String,
+    /// What to do with bare local recipients.
+    pub sendmail: Sendmail,
+    /// Where `[sendmail]` came from, for the message about a bare name.
+    pub sendmail_from: String,
 }
 
 /// Reads the relay's address the way `load` finds the config file (`-c`,
@@ -54,14 +59,24 @@ pub fn load_submission(path: Option<&Path>) -> Result<Submission, ConfigError> {
     }
     let checked = section::<RawServer>(&figment, "server", &mut problems)
         .and_then(|raw| crate::validate::server_address(&raw, &mut problems));
-    match checked {
-        Some((listen, hostname)) => Ok(Submission {
+    let sendmail = section::<RawSendmail>(&figment, "sendmail", &mut problems)
+        .and_then(|raw| crate::validate::sendmail_section(&raw, &mut problems));
+    match (checked, sendmail) {
+        (Some((listen, hostname)), Some(sendmail)) => Ok(Submission {
             // `server.listen` has at least one entry once validated.
             listen: listen[0],
             hostname,
             listen_from: describe_listen(&figment),
+            sendmail,
+            sendmail_from: match sources::describe(&figment, "sendmail").as_str() {
+                "default" => file.map_or_else(
+                    || "the config (none was found)".to_string(),
+                    |f| f.display().to_string(),
+                ),
+                source => source.to_string(),
+            },
         }),
-        None => Err(ConfigError::new(problems.into_vec())),
+        _ => Err(ConfigError::new(problems.into_vec())),
     }
 }
 

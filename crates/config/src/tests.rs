@@ -129,6 +129,7 @@ fn defaults_equal_design() {
                 verified_domains: vec![],
                 sender: None,
             },
+            sendmail: Sendmail::default(),
         };
         assert_eq!(load_ok(jail, None), expected);
     });
@@ -939,5 +940,40 @@ fn hostname_defaults_to_the_machines_host_name() {
     jail(|jail| {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_eq!(load_ok(jail, None).server.hostname, kernel.trim());
+    });
+}
+
+/// `[sendmail]`: aliases for bare local names (several addresses allowed)
+/// and the domain for the others; bad entries name their key.
+#[test]
+fn sendmail_aliases_and_domain() {
+    jail(|jail| {
+        file(
+            jail,
+            "relay.toml",
+            "[sendmail]\naliases = { Root = \"ops@example.com, oncall@example.com\", www-data = \"web@example.com\" }\ndomain = \"Example.com\"\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        let s = &config.sendmail;
+        assert_eq!(
+            s.qualify("root").unwrap(),
+            ["ops@example.com", "oncall@example.com"]
+        );
+        assert_eq!(s.qualify("alice").unwrap(), ["alice@example.com"]);
+        assert_eq!(s.qualify("bob@x.net").unwrap(), ["bob@x.net"]);
+        assert_eq!(
+            Sendmail::default().qualify("root"),
+            Err(Unqualified("root".into()))
+        );
+        file(
+            jail,
+            "bad.toml",
+            "[sendmail]\naliases = { root = \"ops\" }\ndomain = \"@x\"\n",
+        );
+        let err = load_err(jail, Some("bad.toml"));
+        assert!(problem(&err, "sendmail.aliases.root")
+            .message
+            .contains("full addresses"));
+        problem(&err, "sendmail.domain");
     });
 }

@@ -27,6 +27,8 @@ pub struct Config {
     pub log: Log,
     /// Sender rewriting for apps that send from unverified addresses.
     pub rewrite: Rewrite,
+    /// Where `sendmail` sends mail for bare local names.
+    pub sendmail: Sendmail,
 }
 
 /// `[server]`: the inbound SMTP listener and its limits.
@@ -180,6 +182,39 @@ pub struct Rewrite {
     /// and `From:`; `None` turns rewriting off. Its domain is in
     /// `verified_domains`.
     pub sender: Option<String>,
+}
+
+/// `[sendmail]`: what `sendmail` does with a recipient that is a bare
+/// local name (cron mails `root`), as Postfix does with its aliases and
+/// `myorigin`: Postmark can only deliver to full addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sendmail {
+    /// Lowercased local name → the addresses its mail goes to.
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Appended to other bare names (`alice` → `alice@domain`); `None`:
+    /// they are refused.
+    pub domain: Option<String>,
+}
+
+/// Why a bare recipient has no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unqualified(pub String);
+
+impl Sendmail {
+    /// The addresses for one recipient: itself when it has a domain, its
+    /// alias's addresses, or it at `domain`.
+    pub fn qualify(&self, recipient: &str) -> Result<Vec<String>, Unqualified> {
+        if recipient.contains('@') {
+            return Ok(vec![recipient.to_string()]);
+        }
+        if let Some(addresses) = self.aliases.get(&recipient.to_ascii_lowercase()) {
+            return Ok(addresses.clone());
+        }
+        match &self.domain {
+            Some(domain) => Ok(vec![format!("{recipient}@{domain}")]),
+            None => Err(Unqualified(recipient.to_string())),
+        }
+    }
 }
 
 /// `[admin]`: the HTTP admin endpoint.

@@ -20,12 +20,15 @@ use std::process::ExitCode;
 
 use args::{ArgsError, Options, USAGE};
 use message::{read_message, Message};
+use relay_config::{Sendmail, Unqualified};
 use relay_message::{mailbox, to_crlf};
 pub use submit::dial_address;
 use submit::{submit, Envelope, SubmitError, Timeouts};
 
 /// sysexits' EX_USAGE: bad command line or configuration.
 const EX_USAGE: u8 = 64;
+/// sysexits' EX_NOUSER: a recipient has no address.
+const EX_NOUSER: u8 = 67;
 /// sysexits' EX_UNAVAILABLE: the relay refused the message for good.
 const EX_UNAVAILABLE: u8 = 69;
 /// sysexits' EX_IOERR: the message could not be read.
@@ -79,9 +82,20 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         }
     };
     let local_user = format!("{}@{}", login_name(), relay.hostname);
-    let Some(prepared) = prepare(&opts, &raw, &local_user) else {
+    let Some(mut prepared) = prepare(&opts, &raw, &local_user) else {
         eprintln!("sendmail: no recipients: the message has no To:, Cc: or Bcc: addresses and none were given");
         return ExitCode::from(EX_USAGE);
+    };
+    prepared.recipients = match qualify(&relay.sendmail, &prepared.recipients) {
+        Ok(recipients) => recipients,
+        Err(Unqualified(name)) => {
+            eprintln!(
+                "sendmail: recipient `{name}` is a bare local name, and Postmark delivers only to full addresses: \
+                 map it in [sendmail] aliases ({name} = \"you@example.com\") or set sendmail.domain ({})",
+                relay.sendmail_from
+            );
+            return ExitCode::from(EX_NOUSER);
+        }
     };
     let envelope = Envelope {
         sender: &prepared.sender,
@@ -163,6 +177,21 @@ fn prepare(opts: &Options, raw: &[u8], local_user: &str) -> Option<Prepared> {
         recipients,
         data: message.to_bytes(),
     })
+}
+
+/// Every recipient as full addresses (aliases expanded, bare names
+/// qualified), each once; the first bare name that has no address.
+fn qualify(sendmail: &Sendmail, recipients: &[String]) -> Result<Vec<String>, Unqualified> {
+    let mut seen = HashSet::new();
+    let mut qualified = Vec::with_capacity(recipients.len());
+    for recipient in recipients {
+        for address in sendmail.qualify(recipient)? {
+            if seen.insert(address.to_ascii_lowercase()) {
+                qualified.push(address);
+            }
+        }
+    }
+    Ok(qualified)
 }
 
 /// The invoking user, as sendmail finds it: `$USER`, `$LOGNAME`, else root.

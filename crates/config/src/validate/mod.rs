@@ -5,6 +5,7 @@
 mod queue;
 mod rewrite;
 mod routing;
+mod sendmail;
 mod server;
 mod token;
 mod upstream;
@@ -14,8 +15,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::raw::{
-    RawAdmin, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawServer,
-    RawUpstream,
+    RawAdmin, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawSendmail,
+    RawServer, RawUpstream,
 };
 use crate::report::Problems;
 use crate::units;
@@ -33,8 +34,14 @@ pub(crate) struct Sections {
     pub routing: Option<RawRouting>,
     pub retry: Option<RawRetry>,
     pub rewrite: Option<RawRewrite>,
+    pub sendmail: Option<RawSendmail>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
+}
+
+/// `[sendmail]` alone (see `crate::submission`).
+pub(crate) fn sendmail_section(raw: &RawSendmail, p: &mut Problems) -> Option<crate::Sendmail> {
+    sendmail::sendmail(raw, p)
 }
 
 /// `server.listen` and `server.hostname` alone (see `crate::submission`).
@@ -82,6 +89,10 @@ pub(crate) fn validate(
         .rewrite
         .as_ref()
         .and_then(|raw| rewrite::rewrite(raw, p));
+    let sendmail = sections
+        .sendmail
+        .as_ref()
+        .and_then(|raw| sendmail::sendmail(raw, p));
     let admin = sections.admin.as_ref().and_then(|raw| admin(raw, p));
     let log = sections.log.as_ref().and_then(|raw| log(raw, p));
 
@@ -95,6 +106,7 @@ pub(crate) fn validate(
         admin: admin?,
         log: log?,
         rewrite: rewrite?,
+        sendmail: sendmail?,
     };
     p.is_empty().then_some(config)
 }

@@ -56,7 +56,7 @@ pub(super) fn rewrite(raw: &RawRewrite, p: &mut Problems) -> Option<Rewrite> {
 }
 
 /// One exact domain, lowercased.
-fn domain(text: &str) -> Result<String, String> {
+pub(super) fn domain(text: &str) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("must not be empty".into());
@@ -81,7 +81,7 @@ fn domain(text: &str) -> Result<String, String> {
 /// The lowercased domain of `local@domain`, or `None` if `text` does not
 /// look like one bare address: it goes into MAIL FROM and a header, so no
 /// spaces, line breaks or angle brackets.
-fn address_domain(text: &str) -> Option<String> {
+pub(super) fn address_domain(text: &str) -> Option<String> {
     if text.contains(|c: char| c == '<' || c == '>' || c.is_whitespace() || c.is_control()) {
         return None;
     }
