@@ -380,3 +380,96 @@ fn bare_local_recipients_follow_aliases_and_the_domain() {
     );
     assert_eq!(t.messages().len(), 1, "nothing more was sent");
 }
+
+/// Reads one SMTP reply (all its lines) from a `sendmail -bs` stdout.
+fn bs_reply(out: &mut impl std::io::BufRead) -> String {
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "sendmail -bs closed early: {reply}"
+        );
+        reply.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return reply;
+        }
+    }
+}
+
+/// `sendmail -bs` (Symfony's `sendmail://default`, Laravel's
+/// `sendmail -bs -i`): SMTP on stdin/stdout, passed to the running relay, so
+/// the app sees the relay's own replies, its queue id included.
+#[test]
+fn bs_speaks_smtp_on_stdin_and_stdout_through_the_relay() {
+    use std::io::BufReader;
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = client_config(relay.dir.path(), relay.addr);
+    let mut child = Command::new(BIN)
+        .args(["sendmail", "-bs", "-i", "-c", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut say = |line: &str, out: &mut BufReader<_>| {
+        input.write_all(line.as_bytes()).unwrap();
+        input.flush().unwrap();
+        bs_reply(out)
+    };
+    assert!(
+        bs_reply(&mut output).starts_with("220 relay.test"),
+        "greeting"
+    );
+    assert!(say("EHLO symfony.app\r\n", &mut output).starts_with("250-relay.test"));
+    assert!(say("MAIL FROM:<app@example.com>\r\n", &mut output).starts_with("250"));
+    assert!(say("RCPT TO:<u@example.net>\r\n", &mut output).starts_with("250"));
+    assert!(say("DATA\r\n", &mut output).starts_with("354"));
+    let queued = say(
+        "From: app@example.com\r\nTo: u@example.net\r\nSubject: via -bs\r\n\r\nhello\r\n.\r\n",
+        &mut output,
+    );
+    assert!(
+        queued.starts_with("250") && queued.contains("queued as"),
+        "{queued}"
+    );
+    assert!(say("QUIT\r\n", &mut output).starts_with("221"));
+    drop(input);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!(subject(&got[0]), "via -bs");
+    assert_eq!(got[0].rcpt_to, ["u@example.net"]);
+}
+
+/// `sendmail -bs` with no relay listening: the app reads a `421` instead
+/// of a greeting, and the exit code says "try again later".
+#[test]
+fn bs_without_a_relay_answers_421_and_exits_75() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = client_config(dir.path(), addr);
+    let out = sendmail(
+        &["sendmail", "-bs", "-c", cfg.to_str().unwrap()],
+        b"EHLO x\r\n",
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(
+        text(&out.stdout).starts_with("421 4.3.2"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("comes from server.listen in"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -21,6 +21,9 @@ pub struct Options {
     pub full_name: Option<String>,
     /// Recipients given as arguments (comma-separated lists split).
     pub recipients: Vec<String>,
+    /// `-bs`: speak SMTP on stdin/stdout (a proxy of a session with the
+    /// relay) instead of reading one message.
+    pub smtp_session: bool,
 }
 
 /// Why the command line cannot be run; each maps to exit 64 (or 0 for help).
@@ -37,6 +40,7 @@ pub enum ArgsError {
 /// The usage text, printed with every usage error.
 pub const USAGE: &str = "\
 usage: sendmail [-t] [-i] [-f FROM] [-F NAME] [-c FILE] [--] [RECIPIENT...]
+       sendmail -bs [-c FILE]   (SMTP on standard input and output, passed to the relay)
   -t          recipients from the To:, Cc: and Bcc: headers (Bcc: is removed)
   -i, -oi     a line with a single '.' does not end the message
   -f, -r FROM envelope sender [default: From: with -t, else $USER@server.hostname]
@@ -128,9 +132,10 @@ fn apply(opts: &mut Options, flag: char, val: String) -> Result<(), ArgsError> {
         'o' if val == "i" => opts.ignore_dots = true,
         'b' => match val.as_str() {
             "m" => {}
+            "s" => opts.smtp_session = true,
             mode => {
                 return Err(ArgsError::Unsupported(format!(
-                    "-b{mode} (only -bm, delivering a message from stdin, is supported)"
+                    "-b{mode} (only -bm, a message on stdin, and -bs, SMTP on stdin and stdout, are supported)"
                 )))
             }
         },
@@ -232,8 +237,15 @@ mod tests {
     }
 
     #[test]
+    fn bs_is_an_smtp_session() {
+        assert!(parse_str("-bs -i").unwrap().smtp_session);
+        assert!(parse_str("-b s").unwrap().smtp_session);
+        assert!(!parse_str("a@b").unwrap().smtp_session);
+    }
+
+    #[test]
     fn unsupported_modes() {
-        for line in ["-bs", "-bp", "-b s", "-bv a@b", "-q", "-q30m", "-bi", "-I"] {
+        for line in ["-bp", "-bv a@b", "-q", "-q30m", "-bi", "-I"] {
             assert!(
                 matches!(parse_str(line), Err(ArgsError::Unsupported(_))),
                 "{line}"

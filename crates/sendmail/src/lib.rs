@@ -11,6 +11,7 @@
 
 mod args;
 mod message;
+mod session;
 mod submit;
 
 use std::collections::HashSet;
@@ -34,7 +35,7 @@ const EX_UNAVAILABLE: u8 = 69;
 /// sysexits' EX_IOERR: the message could not be read.
 const EX_IOERR: u8 = 74;
 /// sysexits' EX_TEMPFAIL: try again later (relay down, or a `4xx`).
-const EX_TEMPFAIL: u8 = 75;
+pub(crate) const EX_TEMPFAIL: u8 = 75;
 
 /// Whether the binary was started under the name `sendmail` (e.g. through
 /// a `/usr/sbin/sendmail` symlink), so `main` behaves as sendmail(8)
@@ -63,7 +64,7 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    if opts.recipients.is_empty() && !opts.recipients_from_headers {
+    if opts.recipients.is_empty() && !opts.recipients_from_headers && !opts.smtp_session {
         eprintln!("sendmail: no recipients: give them as arguments, or use -t to take them from To:, Cc: and Bcc:\n{USAGE}");
         return ExitCode::from(EX_USAGE);
     }
@@ -74,6 +75,9 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if opts.smtp_session {
+        return session::proxy(dial_address(relay.listen), &relay.listen_from);
+    }
     let raw = match read_message(&mut io::stdin().lock(), opts.ignore_dots) {
         Ok(raw) => raw,
         Err(e) => {
