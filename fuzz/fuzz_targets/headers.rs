@@ -65,6 +65,7 @@ fn router() -> Router {
     Router::new(&Routing {
         default: "transactional".into(),
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+        stream_upstreams: Default::default(),
         rules,
     })
 }

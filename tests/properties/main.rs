@@ -335,6 +335,7 @@ fn router(rules: Vec<Rule>) -> Router {
     Router::new(&Routing {
         default: "transactional".into(),
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+        stream_upstreams: Default::default(),
         rules,
     })
 }

@@ -31,4 +31,5 @@ mod sendmail;
 mod shared_queue;
 mod shared_queue_start;
 mod shared_queue_tools;
+mod smtp_tokens;
 mod smuggling;

@@ -166,6 +166,14 @@ pub(crate) struct RawUpstream {
     pub server_token: String,
     #[serde(default = "default_timeout", deserialize_with = "lenient::text")]
     pub timeout: String,
+    #[serde(default, deserialize_with = "lenient::one_or_many")]
+    pub streams: Vec<String>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub smtp_access_key: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub smtp_secret_key: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub smtp_secret_key_file: String,
 }
 
 fn default_timeout() -> String {
@@ -194,6 +202,10 @@ impl RawUpstream {
             connections,
             server_token: String::new(),
             timeout: default_timeout(),
+            streams: Vec::new(),
+            smtp_access_key: String::new(),
+            smtp_secret_key: String::new(),
+            smtp_secret_key_file: String::new(),
         }
     }
 }

@@ -82,6 +82,14 @@ fn to_raw(config: &Config) -> RawConfig {
                     connections: count(up.connections),
                     server_token: redact(up.server_token.as_ref()),
                     timeout: format_duration(up.timeout),
+                    streams: up.streams.clone(),
+                    smtp_access_key: redact(up.smtp_token.as_ref().map(|t| &t.access_key)),
+                    smtp_secret_key: redact(up.smtp_token.as_ref().map(|t| &t.secret_key)),
+                    smtp_secret_key_file: up
+                        .smtp_secret_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                 };
                 (name.clone(), raw)
             })

@@ -39,6 +39,14 @@ impl Config {
                 path: path.clone(),
             });
         }
+        for (name, upstream) in &self.upstreams {
+            if let Some(path) = &upstream.smtp_secret_key_file {
+                files.push(SecretFile {
+                    key: format!("upstreams.{name}.smtp_secret_key_file"),
+                    path: path.clone(),
+                });
+            }
+        }
         if let Some(path) = &self.queue.url_file {
             files.push(SecretFile {
                 key: "queue.url_file".into(),

@@ -117,7 +117,10 @@ fn is_service_link(lowercase_key: &str) -> bool {
 fn is_token_key(lowercase_key: &str) -> bool {
     lowercase_key == "postmark__server_token"
         || lowercase_key == "queue__url"
-        || (lowercase_key.starts_with("upstreams__") && lowercase_key.ends_with("__server_token"))
+        || (lowercase_key.starts_with("upstreams__")
+            && ["__server_token", "__smtp_access_key", "__smtp_secret_key"]
+                .iter()
+                .any(|secret| lowercase_key.ends_with(secret)))
 }
 
 fn utf8((name, value): (OsString, OsString)) -> Option<(String, String)> {

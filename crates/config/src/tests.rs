@@ -66,6 +66,9 @@ fn upstream(host: &str, connections: usize) -> Upstream {
         connections,
         server_token: None,
         timeout: Duration::from_secs(60),
+        streams: vec![],
+        smtp_token: None,
+        smtp_secret_key_file: None,
     }
 }
 
@@ -110,6 +113,7 @@ fn defaults_equal_design() {
             routing: Routing {
                 default: "transactional".into(),
                 broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+                stream_upstreams: BTreeMap::new(),
                 rules: vec![],
             },
             retry: Retry {
@@ -975,5 +979,79 @@ fn sendmail_aliases_and_domain() {
             .message
             .contains("full addresses"));
         problem(&err, "sendmail.domain");
+    });
+}
+
+/// An SMTP Token: both keys (the Secret Key also from a file) replace the
+/// Server API Token for that upstream; one without the other, or a stream
+/// on two upstreams, is an error naming the keys; secrets are redacted.
+#[test]
+fn smtp_tokens_and_per_stream_upstreams() {
+    jail(|jail| {
+        file(jail, "secret", "s3cr3t-key\n");
+        file(
+            jail,
+            "relay.toml",
+            "[postmark]\nserver_token = \"srv\"\n[upstreams.receipts]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"Receipts\", \"invoices\"]\nsmtp_access_key = \"acc355\"\nsmtp_secret_key_file = \"secret\"\n",
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        let receipts = &config.upstreams["receipts"];
+        assert_eq!(receipts.streams, ["receipts", "invoices"]);
+        assert_eq!(
+            receipts
+                .login(&config.postmark)
+                .unwrap()
+                .username_password(),
+            ("acc355", "s3cr3t-key")
+        );
+        assert_eq!(
+            config.upstreams["transactional"]
+                .login(&config.postmark)
+                .unwrap()
+                .username_password(),
+            ("srv", "srv")
+        );
+        assert_eq!(config.routing.stream_upstreams["invoices"], "receipts");
+        let shown = crate::to_redacted_toml(&config);
+        assert!(
+            !shown.contains("acc355") && !shown.contains("s3cr3t-key"),
+            "{shown}"
+        );
+
+        jail.set_env(
+            "POSTMARK_RELAY_UPSTREAMS__RECEIPTS__SMTP_SECRET_KEY",
+            "0123",
+        );
+        assert_eq!(
+            load_ok(jail, Some("relay.toml")).upstreams["receipts"]
+                .smtp_token
+                .as_ref()
+                .unwrap()
+                .secret_key
+                .expose(),
+            "0123",
+            "a numeric-looking secret from the environment stays text"
+        );
+
+        file(
+            jail,
+            "half.toml",
+            "[upstreams.receipts]\nhost = \"smtp.postmarkapp.com\"\nsmtp_access_key = \"acc355\"\n",
+        );
+        jail.set_env("POSTMARK_RELAY_UPSTREAMS__RECEIPTS__SMTP_SECRET_KEY", "");
+        let err = load_err(jail, Some("half.toml"));
+        assert!(problem(&err, "upstreams.receipts.smtp_secret_key")
+            .message
+            .contains("Access Key and a Secret Key together"));
+        file(
+            jail,
+            "twice.toml",
+            "[upstreams.other]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"receipts\"]\n[upstreams.third]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"Receipts\"]\n",
+        );
+        jail.clear_env();
+        let err = load_err(jail, Some("twice.toml"));
+        assert!(problem(&err, "upstreams.third.streams")
+            .message
+            .contains("upstreams.other.streams"));
     });
 }

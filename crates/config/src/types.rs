@@ -109,14 +109,61 @@ pub struct Upstream {
     pub server_token: Option<Secret>,
     /// Limit for connecting and for each command's reply.
     pub timeout: Duration,
+    /// `X-PM-Message-Stream` values routed to this upstream, lowercased.
+    pub streams: Vec<String>,
+    /// A Postmark SMTP Token: used instead of the Server API Token.
+    pub smtp_token: Option<SmtpToken>,
+    /// `smtp_secret_key_file` when set, kept so its permissions can be
+    /// checked (see [`Config::secret_files`]).
+    pub smtp_secret_key_file: Option<PathBuf>,
+}
+
+/// A Postmark SMTP Token (a message stream's Settings): the Access Key is
+/// the username, the Secret Key the password; they work only together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmtpToken {
+    pub access_key: Secret,
+    pub secret_key: Secret,
+}
+
+/// What an upstream logs in with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Login {
+    /// The Server API Token, as both username and password.
+    ServerToken(Secret),
+    /// A stream's SMTP Token.
+    SmtpToken(SmtpToken),
 }
 
 impl Upstream {
-    /// The token this upstream authenticates with, if any.
-    pub fn token<'a>(&'a self, postmark: &'a Postmark) -> Option<&'a Secret> {
+    /// The credentials this upstream authenticates with, if any: its SMTP
+    /// Token, else its own Server API Token, else `[postmark]`'s.
+    pub fn login(&self, postmark: &Postmark) -> Option<Login> {
+        if let Some(token) = &self.smtp_token {
+            return Some(Login::SmtpToken(token.clone()));
+        }
         self.server_token
             .as_ref()
             .or(postmark.server_token.as_ref())
+            .map(|token| Login::ServerToken(token.clone()))
+    }
+}
+
+impl Login {
+    /// The AUTH username and password.
+    pub fn username_password(&self) -> (&str, &str) {
+        match self {
+            Login::ServerToken(token) => (token.expose(), token.expose()),
+            Login::SmtpToken(t) => (t.access_key.expose(), t.secret_key.expose()),
+        }
+    }
+
+    /// What to check when Postmark answers `535` to these credentials.
+    pub fn refused_fix(&self) -> &'static str {
+        match self {
+            Login::ServerToken(_) => "username and password must both be the same Server API Token",
+            Login::SmtpToken(_) => "the Access Key and Secret Key must come from the same SMTP Token of this stream (Postmark: the stream → Settings → SMTP)",
+        }
     }
 }
 
@@ -138,6 +185,9 @@ pub struct Routing {
     pub default: String,
     /// `X-PM-Message-Stream` values that go to the `broadcast` upstream.
     pub broadcast_streams: Vec<String>,
+    /// Lowercased stream → upstream, from `upstreams.<name>.streams`;
+    /// decides before `broadcast_streams`.
+    pub stream_upstreams: BTreeMap<String, String>,
     /// Checked in order; the first rule whose conditions all hold wins.
     pub rules: Vec<Rule>,
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::outcome::{is_credential_failure, reply_text, with_hint};
+use crate::outcome::{is_credential_failure, reply_text, with_hint, Diagnosis};
 use crate::probe::Step;
 use crate::Upstream;
 
@@ -127,8 +127,8 @@ async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Session<T>, (Step, mail_send::Error)> {
     let fail = |e| (Step::Auth, e);
     let capabilities = client.ehlo(&up.helo).await.map_err(fail)?;
-    let token = up.token.expose().to_string();
-    let credentials = Credentials::new(token.clone(), token);
+    let (username, password) = up.login.username_password();
+    let credentials = Credentials::new(username.to_string(), password.to_string());
     client
         .authenticate(&credentials, &capabilities)
         .await
@@ -137,6 +137,16 @@ async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
         client,
         pipelining: capabilities.has_capability(EXT_PIPELINING),
     })
+}
+
+/// The reply with its fix, in terms of the credential this upstream uses
+/// (a `535` means something else for a Server API Token than for an SMTP
+/// Token).
+pub(crate) fn credential_hint(up: &Upstream, reply: &str) -> String {
+    match Diagnosis::of(reply) {
+        Some(Diagnosis::WrongCredentials) => format!("{reply} (fix: {})", up.login.refused_fix()),
+        _ => with_hint(reply),
+    }
 }
 
 /// Classifies a mail-send error while connecting, naming the upstream.
@@ -148,7 +158,7 @@ fn describe(up: &Upstream, e: mail_send::Error) -> ConnectError {
         {
             ConnectError::Credentials(format!(
                 "{at} refused our credentials: {}",
-                with_hint(&reply_text(&r))
+                credential_hint(up, &reply_text(&r))
             ))
         }
         mail_send::Error::AuthenticationFailed(r) | mail_send::Error::UnexpectedReply(r) => {

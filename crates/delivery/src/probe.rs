@@ -407,7 +407,10 @@ fn explain(up: &Upstream, step: Step, e: mail_send::Error) -> Failure {
             let reply = reply_text(&r);
             let fix = match Diagnosis::of(&reply) {
                 Some(Diagnosis::AccountToken) => Some("use the Server API Token (Servers → your server → API Tokens), not an Account API Token".into()),
-                Some(Diagnosis::WrongCredentials) => Some("the same Server API Token must be both username and password: check that the configured token is this Postmark server's Server API Token".into()),
+                Some(Diagnosis::WrongCredentials) => Some(match up.login {
+                    relay_config::Login::ServerToken(_) => "the same Server API Token must be both username and password: check that the configured token is this Postmark server's Server API Token".into(),
+                    relay_config::Login::SmtpToken(_) => format!("{}; check upstreams.{name}.smtp_access_key and smtp_secret_key", up.login.refused_fix()),
+                }),
                 _ => None,
             };
             failure(format!("{at} refused our credentials: {reply}"), fix)

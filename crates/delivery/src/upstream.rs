@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_config::{Config, Secret, TlsMode};
+use relay_config::{Config, Login, TlsMode};
 use tokio_rustls::TlsConnector;
 
 use relay_config::{tls_client_config, TlsSetupError};
@@ -19,8 +19,9 @@ pub struct Upstream {
     pub port: u16,
     pub tls: TlsMode,
     pub connector: TlsConnector,
-    /// The Server API Token, sent as both username and password.
-    pub token: Secret,
+    /// The Server API Token (as both username and password) or the
+    /// stream's SMTP Token.
+    pub login: Login,
     /// Our name in EHLO.
     pub helo: String,
     /// Connect and per-command timeout (mail-send's default is an hour).
@@ -32,8 +33,9 @@ pub struct Upstream {
 /// Why an upstream of the config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Neither the upstream nor `[postmark]` has a Server API Token: its
-    /// mail waits in the queue until one is configured.
+    /// Neither the upstream nor `[postmark]` has a Server API Token (and
+    /// the upstream has no SMTP Token): its mail waits in the queue until
+    /// one is configured.
     #[error("upstreams.{name}: no Server API Token configured")]
     NoToken { name: String },
     /// The TLS trust store cannot be built (an unreadable `ca_file`).
@@ -48,9 +50,9 @@ pub fn upstreams(config: &Config) -> Vec<(String, Result<Upstream, UpstreamError
         .upstreams
         .iter()
         .map(|(name, upstream)| {
-            let built = match upstream.token(&config.postmark) {
+            let built = match upstream.login(&config.postmark) {
                 None => Err(UpstreamError::NoToken { name: name.clone() }),
-                Some(token) => tls_client_config(upstream.ca_file.as_deref())
+                Some(login) => tls_client_config(upstream.ca_file.as_deref())
                     .map(|config| TlsConnector::from(Arc::new(config)))
                     .map(|connector| Upstream {
                         name: name.clone(),
@@ -58,7 +60,7 @@ pub fn upstreams(config: &Config) -> Vec<(String, Result<Upstream, UpstreamError
                         port: upstream.port,
                         tls: upstream.tls,
                         connector,
-                        token: token.clone(),
+                        login,
                         helo: config.server.hostname.clone(),
                         timeout: upstream.timeout,
                         connections: upstream.connections.max(1),
@@ -80,7 +82,7 @@ impl std::fmt::Debug for Upstream {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
-            .field("token", &self.token)
+            .field("login", &self.login)
             .finish_non_exhaustive()
     }
 }

@@ -33,17 +33,29 @@ impl Router {
     /// sender); message: full RFC 5322 bytes (CRLF), headers first.
     ///
     /// An `X-PM-Message-Stream` header decides first (an empty one is
-    /// ignored), then the first rule whose conditions all hold, then
-    /// `routing.default`.
+    /// ignored): the upstream that lists the stream in its `streams`, else
+    /// `broadcast` for `broadcast_streams`, else `transactional`. Then the
+    /// first rule whose conditions all hold, then `routing.default`.
     pub fn route(&self, sender: &str, message: &[u8]) -> Route {
         if let Some(stream) = find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
-            let broadcast = self
+            let upstream = match self
                 .routing
-                .broadcast_streams
-                .iter()
-                .any(|b| b.eq_ignore_ascii_case(&stream));
+                .stream_upstreams
+                .get(&stream.to_ascii_lowercase())
+            {
+                Some(upstream) => upstream.clone(),
+                None if self
+                    .routing
+                    .broadcast_streams
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(&stream)) =>
+                {
+                    BROADCAST.to_owned()
+                }
+                None => TRANSACTIONAL.to_owned(),
+            };
             return Route {
-                upstream: if broadcast { BROADCAST } else { TRANSACTIONAL }.to_owned(),
+                upstream,
                 stream: Some(stream),
                 rule: None,
             };
@@ -125,6 +137,7 @@ mod tests {
         let cfg = Routing {
             default: "transactional".into(),
             broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
+            stream_upstreams: [("receipts".to_string(), "receipts".to_string())].into(),
             rules,
         };
         Router::new(&cfg)
@@ -169,6 +182,12 @@ mod tests {
         assert_eq!(
             r.route("a@b", msg),
             route("transactional", Some("my-newsletter"), None)
+        );
+        // An upstream that lists the stream (`upstreams.<name>.streams`).
+        let msg = b"X-PM-Message-Stream: Receipts\r\n\r\n";
+        assert_eq!(
+            r.route("a@b", msg),
+            route("receipts", Some("Receipts"), None)
         );
     }
 

@@ -81,7 +81,11 @@ impl PostmarkHandler {
             self.shared.auth_failures.fetch_add(1, Ordering::SeqCst);
             return custom(535, "5.7.8 ServerAPI key required");
         }
-        if user == opts.server_token && password == opts.server_token {
+        let smtp_token = opts
+            .smtp_tokens
+            .iter()
+            .any(|(access, secret)| user == access && password == secret);
+        if smtp_token || (user == opts.server_token && password == opts.server_token) {
             self.shared.logins.fetch_add(1, Ordering::SeqCst);
             conn.auth_user = Some(user.to_owned());
             return custom(235, "2.7.0 Authentication successful");

@@ -49,6 +49,9 @@ pub struct FakePostmark {
 pub struct FakeOptions {
     /// AUTH PLAIN/LOGIN succeed only with this as both username and password.
     pub server_token: String,
+    /// Postmark SMTP Tokens (Access Key, Secret Key) accepted besides the
+    /// Server API Token, each pair only together.
+    pub smtp_tokens: Vec<(String, String)>,
     /// AUTH with this as username or password gets
     /// `535 5.7.8 ServerAPI key required`.
     pub account_token: Option<String>,
@@ -74,6 +77,7 @@ impl Default for FakeOptions {
     fn default() -> FakeOptions {
         FakeOptions {
             server_token: "server-token".to_owned(),
+            smtp_tokens: Vec::new(),
             account_token: None,
             unverified_domains: Vec::new(),
             unverified_code: 550,

@@ -80,10 +80,13 @@ pub(crate) fn validate(
             _ => upstreams = None,
         }
     }
-    let routing = sections
+    let mut routing = sections
         .routing
         .as_ref()
         .and_then(|raw| routing::routing(raw, &sections.upstreams, p));
+    if let (Some(routing), Some(upstreams)) = (routing.as_mut(), upstreams.as_ref()) {
+        routing.stream_upstreams = stream_upstreams(upstreams, p);
+    }
     let retry = sections.retry.as_ref().and_then(|raw| retry(raw, p));
     let rewrite = sections
         .rewrite
@@ -109,6 +112,29 @@ pub(crate) fn validate(
         sendmail: sendmail?,
     };
     p.is_empty().then_some(config)
+}
+
+/// Stream → upstream from every `upstreams.<name>.streams`; a stream on
+/// two upstreams is a problem naming both.
+fn stream_upstreams(
+    upstreams: &BTreeMap<String, crate::Upstream>,
+    p: &mut Problems,
+) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for (name, upstream) in upstreams {
+        for stream in &upstream.streams {
+            match map.get(stream) {
+                Some(other) => p.add(
+                    format!("upstreams.{name}.streams"),
+                    format!("stream `{stream}` is also in upstreams.{other}.streams: each stream goes to one upstream"),
+                ),
+                None => {
+                    map.insert(stream.clone(), name.clone());
+                }
+            }
+        }
+    }
+    map
 }
 
 fn retry(raw: &RawRetry, p: &mut Problems) -> Option<Retry> {

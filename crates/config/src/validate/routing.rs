@@ -42,6 +42,8 @@ pub(super) fn routing(
             .iter()
             .map(|s| s.trim().to_owned())
             .collect(),
+        // Filled from the upstreams once they are checked (see `validate`).
+        stream_upstreams: BTreeMap::new(),
         rules: rules?,
     })
 }

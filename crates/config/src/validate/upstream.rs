@@ -7,7 +7,7 @@ use super::token::secret;
 use super::{count, positive_duration};
 use crate::raw::RawUpstream;
 use crate::report::Problems;
-use crate::{TlsMode, Upstream};
+use crate::{SmtpToken, TlsMode, Upstream};
 
 pub(super) fn upstream(name: &str, raw: &RawUpstream, p: &mut Problems) -> Option<Upstream> {
     let key = |field: &str| format!("upstreams.{name}.{field}");
@@ -45,6 +45,12 @@ pub(super) fn upstream(name: &str, raw: &RawUpstream, p: &mut Problems) -> Optio
     };
     let connections = count(raw.connections, &key("connections"), p);
     let timeout = positive_duration(&raw.timeout, &key("timeout"), p);
+    let smtp_secret_key_file = match raw.smtp_secret_key_file.trim() {
+        "" => None,
+        path => Some(PathBuf::from(path)),
+    };
+    let smtp_token = smtp_token(raw, smtp_secret_key_file.as_deref(), &key, p);
+    let streams = streams(&raw.streams, &key("streams"), p);
     if host.is_empty() || host.contains(char::is_whitespace) {
         return None;
     }
@@ -56,7 +62,88 @@ pub(super) fn upstream(name: &str, raw: &RawUpstream, p: &mut Problems) -> Optio
         connections: connections?,
         server_token: secret(&raw.server_token),
         timeout: timeout?,
+        streams: streams?,
+        smtp_token: smtp_token?,
+        smtp_secret_key_file,
     })
+}
+
+/// Both halves of an SMTP Token, or neither (the Server API Token is used
+/// then); the Secret Key from `smtp_secret_key`, else its file.
+fn smtp_token(
+    raw: &RawUpstream,
+    secret_key_file: Option<&std::path::Path>,
+    key: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Option<SmtpToken>> {
+    let access_key = secret(&raw.smtp_access_key);
+    let secret_key = match (secret(&raw.smtp_secret_key), secret_key_file) {
+        (Some(secret_key), _) => Some(secret_key),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => secret(&text),
+            Err(e) => {
+                p.add(
+                    key("smtp_secret_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        },
+        (None, None) => None,
+    };
+    match (access_key, secret_key) {
+        (Some(access_key), Some(secret_key)) => Some(Some(SmtpToken {
+            access_key,
+            secret_key,
+        })),
+        (None, None) => Some(None),
+        (Some(_), None) => {
+            p.add(
+                key("smtp_secret_key"),
+                format!(
+                    "{} is set but the Secret Key is not: an SMTP Token is an Access Key and a Secret Key together (Postmark: the stream → Settings → SMTP); set {} (or {}), or remove the Access Key to use the Server API Token",
+                    key("smtp_access_key"),
+                    key("smtp_secret_key"),
+                    key("smtp_secret_key_file")
+                ),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                key("smtp_access_key"),
+                format!(
+                    "the Secret Key is set but {} is not: an SMTP Token is an Access Key and a Secret Key together (Postmark: the stream → Settings → SMTP)",
+                    key("smtp_access_key")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Message stream ids (Postmark's: letters, digits, `-` and `_`),
+/// lowercased.
+fn streams(items: &[String], key: &str, p: &mut Problems) -> Option<Vec<String>> {
+    let mut ok = true;
+    let mut streams = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let id = item.trim();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            p.add(
+                format!("{key}[{i}]"),
+                format!("`{id}` is not a message stream id (letters, digits, - and _; e.g. \"outbound\")"),
+            );
+            ok = false;
+        } else {
+            streams.push(id.to_ascii_lowercase());
+        }
+    }
+    ok.then_some(streams)
 }
 
 /// `starttls` | `implicit` | `none`, where `none` is refused unless the host
