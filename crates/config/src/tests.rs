@@ -86,6 +86,10 @@ fn defaults_equal_design() {
                 command_timeout: Duration::from_secs(300),
                 accept_auth: false,
                 allow_open_relay: false,
+                tls: None,
+                require_tls: false,
+                require_auth: false,
+                clients: vec![],
             },
             queue: Queue {
                 backend: QueueBackend::Sqlite,
@@ -930,3 +934,6 @@ fn a_world_readable_queue_url_file_is_reported() {
         assert_eq!(world_readable_secrets(&config), vec![]);
     });
 }
+
+#[cfg(test)]
+mod auth;
