@@ -68,6 +68,8 @@ struct Shared<T> {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
+    /// Password verifications running at once, across all sessions.
+    verifications: Arc<Semaphore>,
 }
 
 impl<T> Clone for Shared<T> {
@@ -79,6 +81,7 @@ impl<T> Clone for Shared<T> {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             slots: self.slots.clone(),
+            verifications: self.verifications.clone(),
         }
     }
 }
@@ -96,6 +99,7 @@ pub async fn serve<T: Store>(
 ) {
     let shared = Shared {
         slots: Arc::new(Semaphore::new(settings.max_connections)),
+        verifications: Arc::new(Semaphore::new(verification_limit())),
         settings,
         tls,
         store,
@@ -127,6 +131,13 @@ pub async fn serve<T: Store>(
     }
 }
 
+/// One argon2 verification per core, at most 4: each holds ~19 MiB
+/// while it runs, so this bounds the memory a flood of AUTH attempts
+/// can take (and leaves cores for mail).
+fn verification_limit() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>) {
     let _ = stream.set_nodelay(true);
     let allowed = shared
@@ -141,6 +152,7 @@ fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>
         store,
         shutdown,
         tracker,
+        verifications,
         ..
     } = shared.clone();
     tracker.spawn(async move {
@@ -161,6 +173,7 @@ fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>
         tracing::debug!(%client, "Session started.");
         if let Err(e) = Session::new(stream, client, settings, store, shutdown)
             .with_tls(tls)
+            .with_verification_limit(verifications)
             .run()
             .await
         {

@@ -441,10 +441,17 @@ async fn failures_after_the_third_are_answered_slowly() {
 async fn a_reloaded_certificate_is_presented_to_new_sessions_and_a_bad_one_is_not() {
     let pki = pki();
     let files = pki.tls.files().clone();
+    // A session in TLS before the reload goes on after it.
+    let mut r = start(settings(), Some(&pki), REMOTE);
+    reply(&mut r.client).await;
+    cmd(&mut r.client, "EHLO app").await;
+    let (mut before, _) = starttls(r.client, &pki).await;
     let renewed = ServerCert::generate("relay-inbound renewed CA");
     std::fs::write(&files.cert_file, &renewed.cert_pem).unwrap();
     std::fs::write(&files.key_file, &renewed.key_pem).unwrap();
     pki.tls.reload().unwrap();
+    assert!(cmd(&mut before, "EHLO app").await.starts_with("250"));
+    assert!(cmd(&mut before, "QUIT").await.starts_with("221"));
     let presented = |ca: String| {
         let tls = pki.tls.clone();
         async move {

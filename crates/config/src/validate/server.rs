@@ -144,6 +144,7 @@ fn open_relay_guard(
             "allows every client (0.0.0.0/0 or ::/0) while server.listen includes a non-loopback address: \
              that is an open relay anyone could send mail through with your Postmark token. \
              List only your clients' networks (e.g. a container network like 10.0.0.0/8), \
+             set server.require_auth = true with [[clients]] so only they can send, \
              or set server.allow_open_relay = true if something else guards the port",
         );
     }

@@ -138,6 +138,8 @@ where
             .or(clients.first())
             .map(|c| c.password_hash.expose().to_owned())
             .unwrap_or_default();
+        // Closed never: the semaphore lives as long as the listener.
+        let _permit = self.verifications.clone().acquire_owned().await.ok();
         let verified = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash).is_ok_and(|h| {
                 argon2::Argon2::default()

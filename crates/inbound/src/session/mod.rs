@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use relay_config::Server;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::handoff::Store;
@@ -79,6 +80,10 @@ pub struct Session<S, T> {
     pub(crate) client_name: Option<String>,
     /// Failed AUTH attempts so far; past a few, each answer is delayed.
     pub(crate) auth_failures: u32,
+    /// Shared by every session of a listener: argon2 takes ~19 MiB per
+    /// verification, so a flood of AUTH attempts must not run them all at
+    /// once (memory would grow with the number of attempts).
+    pub(crate) verifications: Arc<Semaphore>,
 }
 
 impl<S, T> Session<S, T>
@@ -109,7 +114,15 @@ where
             authenticated: false,
             client_name: None,
             auth_failures: 0,
+            verifications: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// Shares `limit` (permits = password verifications at once) with the
+    /// other sessions; without it a session verifies one at a time alone.
+    pub fn with_verification_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.verifications = limit;
+        self
     }
 
     /// Offers STARTTLS with this certificate.
