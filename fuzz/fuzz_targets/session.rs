@@ -141,6 +141,10 @@ fuzz_target!(|data: &[u8]| {
         command_timeout: COMMAND_TIMEOUT,
         accept_auth: knobs & 0x40 != 0,
         allow_open_relay: false,
+        tls: None,
+        require_tls: false,
+        require_auth: false,
+        clients: Vec::new(),
     });
     let store = Arc::new(MemStore {
         limit,

@@ -5,6 +5,7 @@
 
 mod abuse;
 mod admin;
+mod app_credentials;
 mod check;
 mod clients;
 mod config_command;

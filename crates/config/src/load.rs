@@ -99,6 +99,12 @@ fn read_sections(figment: &Figment, p: &mut Problems) -> Sections {
     }
     Sections {
         server: section(figment, "server", p),
+        // Absent from the defaults (none is the default): only read if given.
+        clients: if figment.contains("clients") {
+            section(figment, "clients", p).unwrap_or_default()
+        } else {
+            Vec::new()
+        },
         queue: section(figment, "queue", p),
         postmark: section(figment, "postmark", p),
         upstreams: upstreams(figment, p),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use figment::value::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::lenient;
@@ -14,8 +15,9 @@ pub(crate) const TRANSACTIONAL: &str = "transactional";
 pub(crate) const BROADCAST: &str = "broadcast";
 
 /// The top-level tables, in the order docs/REFERENCE.md lists them.
-pub(crate) const SECTIONS: [&str; 10] = [
+pub(crate) const SECTIONS: [&str; 11] = [
     "server",
+    "clients",
     "queue",
     "postmark",
     "upstreams",
@@ -34,6 +36,8 @@ pub(crate) const SECTIONS: [&str; 10] = [
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawConfig {
     pub server: RawServer,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<RawClient>,
     pub queue: RawQueue,
     pub postmark: RawPostmark,
     pub upstreams: RawUpstreams,
@@ -49,6 +53,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             server: RawServer::default(),
+            clients: Vec::new(),
             queue: RawQueue::default(),
             postmark: RawPostmark::default(),
             upstreams: default_upstreams(),
@@ -81,6 +86,17 @@ pub(crate) struct RawServer {
     pub command_timeout: String,
     pub accept_auth: bool,
     pub allow_open_relay: bool,
+    /// PEM chain and key for inbound STARTTLS; `""` = not set.
+    #[serde(deserialize_with = "lenient::text")]
+    pub tls_cert_file: String,
+    #[serde(deserialize_with = "lenient::text")]
+    pub tls_key_file: String,
+    pub require_tls: bool,
+    pub require_auth: bool,
+    /// In the contract but not built yet: read only to be refused with a
+    /// clear message instead of "unknown field".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Value>,
 }
 
 impl Default for RawServer {
@@ -95,8 +111,33 @@ impl Default for RawServer {
             command_timeout: "5m".into(),
             accept_auth: false,
             allow_open_relay: false,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            require_tls: false,
+            require_auth: false,
+            rate: None,
         }
     }
+}
+
+/// One `[[clients]]` entry: an app's AUTH credentials. `senders`,
+/// `upstream`, `stream` and `rate` are in the contract but not built yet:
+/// they are read only to be refused with a clear message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub name: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub password_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub senders: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Value>,
 }
 
 /// `[queue]`. `path` is the embedded store's; `url` to `lease` are the

@@ -1,10 +1,10 @@
 //! The effective configuration as TOML for `postmark-relay config`, with
-//! every token replaced by `***`. It loads back to the same configuration
-//! except for the tokens.
+//! every token (and `[[clients]]` password hash) replaced by `***`. It loads
+//! back to the same configuration except for those.
 
 use crate::raw::{
-    RawAdmin, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawRule,
-    RawSendmail, RawServer, RawUpstream,
+    RawAdmin, RawClient, RawConfig, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite,
+    RawRouting, RawRule, RawSendmail, RawServer, RawUpstream,
 };
 use crate::units::{format_duration, format_size};
 use crate::{Config, LogFormat, QueueBackend, Secret, TlsMode};
@@ -36,7 +36,24 @@ fn to_raw(config: &Config) -> RawConfig {
             command_timeout: format_duration(server.command_timeout),
             accept_auth: server.accept_auth,
             allow_open_relay: server.allow_open_relay,
+            tls_cert_file: path(server.tls.as_ref().map(|t| &t.cert_file)),
+            tls_key_file: path(server.tls.as_ref().map(|t| &t.key_file)),
+            require_tls: server.require_tls,
+            require_auth: server.require_auth,
+            rate: None,
         },
+        clients: server
+            .clients
+            .iter()
+            .map(|c| RawClient {
+                name: c.name.clone(),
+                password_hash: REDACTED.to_owned(),
+                senders: None,
+                upstream: None,
+                stream: None,
+                rate: None,
+            })
+            .collect(),
         queue: RawQueue {
             backend: match config.queue.backend {
                 QueueBackend::Sqlite => "sqlite",
@@ -147,6 +164,10 @@ fn to_raw(config: &Config) -> RawConfig {
             level: config.log.level.clone(),
         },
     }
+}
+
+fn path(p: Option<&std::path::PathBuf>) -> String {
+    p.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 fn redact(token: Option<&Secret>) -> String {

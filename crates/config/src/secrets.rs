@@ -47,6 +47,12 @@ impl Config {
                 });
             }
         }
+        if let Some(tls) = &self.server.tls {
+            files.push(SecretFile {
+                key: "server.tls_key_file".into(),
+                path: tls.key_file.clone(),
+            });
+        }
         if let Some(path) = &self.queue.url_file {
             files.push(SecretFile {
                 key: "queue.url_file".into(),

@@ -89,6 +89,10 @@ fn defaults_equal_design() {
                 command_timeout: Duration::from_secs(300),
                 accept_auth: false,
                 allow_open_relay: false,
+                tls: None,
+                require_tls: false,
+                require_auth: false,
+                clients: vec![],
             },
             queue: Queue {
                 backend: QueueBackend::Sqlite,
@@ -1055,3 +1059,6 @@ fn smtp_tokens_and_per_stream_upstreams() {
             .contains("upstreams.other.streams"));
     });
 }
+
+#[cfg(test)]
+mod auth;

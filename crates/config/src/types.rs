@@ -50,6 +50,36 @@ pub struct Server {
     /// Permit listening beyond loopback with an allow-all network list
     /// (an open relay); refused unless set explicitly.
     pub allow_open_relay: bool,
+    /// Certificate and key for inbound STARTTLS; `None`: not offered.
+    pub tls: Option<TlsFiles>,
+    /// A non-loopback client must STARTTLS before AUTH or MAIL.
+    pub require_tls: bool,
+    /// Every client, loopback included, must AUTH before MAIL.
+    pub require_auth: bool,
+    /// `[[clients]]`: when any is given, AUTH checks these credentials.
+    /// Kept here because the inbound stage is their only reader.
+    pub clients: Vec<Client>,
+}
+
+/// `server.tls_cert_file` and `server.tls_key_file`, both checked to load
+/// (see [`crate::tls_server_config`]) when the configuration was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// One `[[clients]]` entry: an app that authenticates with its own
+/// name and password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    /// The AUTH username; unique; shown in logs.
+    pub name: String,
+    /// An argon2id PHC string, checked to parse at load. A [`Secret`]:
+    /// a hash still lets an attacker guess offline, so it never prints.
+    pub password_hash: Secret,
 }
 
 /// `[queue]`: where the durable store lives.
@@ -289,7 +319,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// A secret (the Server API Token) that never prints: `Debug` and
+/// A secret (a token, a password hash) that never prints: `Debug` and
 /// `Display` show `***`, so it cannot leak through logs or `config`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -75,7 +75,8 @@ impl<Q: Queue> Store for Ingest<Q> {
         // written against what the app sends, not against the one verified
         // sender every rewritten message ends up with.
         let route = rules.router.route(&m.sender, &m.head);
-        let (id, client, size, rcpt_count) = (m.id.clone(), m.client, m.size, m.recipients.len());
+        let (id, peer, size, rcpt_count) = (m.id.clone(), m.client, m.size, m.recipients.len());
+        let client = m.client_name.clone().unwrap_or_default();
         if let Some(rewritten) = rules
             .rewrite
             .as_ref()
@@ -111,7 +112,8 @@ impl<Q: Queue> Store for Ingest<Q> {
         self.received.inc();
         tracing::info!(
             queue_id = %id,
-            %client,
+            %peer,
+            client = %client,
             sender = %sender,
             recipients = rcpt_count,
             size,

@@ -75,6 +75,11 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    /// The inbound certificate or key became unreadable after validation.
+    #[error("server.tls_cert_file / server.tls_key_file")]
+    Tls {
+        source: relay_config::ServerTlsError,
+    },
     /// An upstream's settings cannot be used (an unreadable `ca_file`).
     #[error(transparent)]
     Upstream(#[from] relay_delivery::UpstreamError),
@@ -92,6 +97,12 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %source, "postmark-relay starting.");
     warn_exposed_secrets(&config);
 
+    let tls = match &config.server.tls {
+        Some(files) => Some(Arc::new(
+            relay_inbound::InboundTls::load(files).map_err(|source| StartError::Tls { source })?,
+        )),
+        None => None,
+    };
     let queue = open_queue(&config).await?;
     let listeners = relay_inbound::bind(&config.server.listen).await?;
     let admin_listener = match config.admin.listen {
@@ -150,12 +161,14 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
         queue: queue.clone(),
         ingest: ingest.clone(),
         supervisor: supervisor.clone(),
+        tls: tls.clone(),
     };
     tokio::spawn(reloader.watch(reload, shutdown.clone()));
 
     let inbound = tokio::spawn(relay_inbound::serve(
         listeners,
         Arc::new(config.server.clone()),
+        tls,
         ingest,
         shutdown.clone(),
         sessions.clone(),

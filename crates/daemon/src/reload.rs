@@ -1,6 +1,8 @@
 //! Reloads (SIGHUP in the binary): routing rules, tokens and the retry
 //! policy from the same config file (and environment); waiting messages are
-//! routed again; an invalid new configuration leaves the running one.
+//! routed again; an invalid new configuration leaves the running one. The
+//! inbound certificate and key are re-read from their files (a renewed
+//! certificate), on their own: a bad file keeps the running certificate.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,8 @@ use relay_queue::AnyQueue;
 use relay_routing::{Router, SenderRewrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use relay_inbound::InboundTls;
 
 use crate::ingest::Ingest;
 use crate::retry_policy;
@@ -24,6 +28,8 @@ pub struct Reloader {
     pub queue: AnyQueue,
     pub ingest: Arc<Ingest<AnyQueue>>,
     pub supervisor: Arc<Supervisor>,
+    /// The inbound certificate, when STARTTLS is offered.
+    pub tls: Option<Arc<InboundTls>>,
 }
 
 impl Reloader {
@@ -39,6 +45,19 @@ impl Reloader {
 
     async fn reload(&self) {
         tracing::info!("Reloading the configuration.");
+        if let Some(tls) = &self.tls {
+            let files = tls.files();
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert_file = %files.cert_file.display(),
+                    "Inbound TLS certificate re-read; new STARTTLS sessions present it."
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "Could not re-read server.tls_cert_file / server.tls_key_file; the running certificate stays in force."
+                ),
+            }
+        }
         let new = match relay_config::load(self.file.as_deref()) {
             Ok(loaded) => loaded.config,
             Err(e) => {

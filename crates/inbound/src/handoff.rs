@@ -13,6 +13,8 @@ pub struct ReceivedMessage {
     /// The queue id, already in the `Received:` header and our `250`.
     pub id: String,
     pub client: SocketAddr,
+    /// The `[[clients]]` name the session authenticated as, if any.
+    pub client_name: Option<String>,
     /// Envelope sender without `<>`; empty for the null sender.
     pub sender: String,
     pub recipients: Vec<String>,

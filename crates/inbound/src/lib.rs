@@ -1,7 +1,8 @@
 //! The inbound SMTP server: where applications hand their mail to the relay.
 //!
 //! Owns: listening sockets, per-connection checks (allowed networks,
-//! connection cap), the SMTP session state machine (smtp-proto parses
+//! connection cap), inbound STARTTLS and AUTH against `[[clients]]`, the
+//! SMTP session state machine (smtp-proto parses
 //! commands; the DATA decoder is ours), limits, and the trace headers.
 //! Hands each message to a [`Store`] (the body in chunks while it arrives,
 //! so memory does not grow with message size) and answers `250` only after
@@ -17,6 +18,7 @@ mod queue_id;
 pub mod reply;
 mod session;
 mod spool;
+mod tls;
 mod trace;
 
 pub use decoder::{Decoder, Progress};
@@ -24,3 +26,4 @@ pub use handoff::{ReceivedMessage, Store};
 pub use listener::{bind, serve, BindError};
 pub use session::{Session, MAX_LINE};
 pub use spool::{CHUNK, HEAD_LIMIT};
+pub use tls::InboundTls;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::handoff::Store;
 use crate::reply;
 use crate::session::Session;
+use crate::tls::InboundTls;
 
 /// No listen address could be bound.
 #[derive(Debug, thiserror::Error)]
@@ -59,37 +60,63 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
     Ok(listeners)
 }
 
+/// What every accepted connection shares.
+struct Shared<T> {
+    settings: Arc<Server>,
+    tls: Option<Arc<InboundTls>>,
+    store: Arc<T>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+    /// Password verifications running at once, across all sessions.
+    verifications: Arc<Semaphore>,
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            settings: self.settings.clone(),
+            tls: self.tls.clone(),
+            store: self.store.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            slots: self.slots.clone(),
+            verifications: self.verifications.clone(),
+        }
+    }
+}
+
 /// Accepts on every listener until `shutdown`, running each session on
-/// `tracker` so the caller can wait for them to finish.
+/// `tracker` so the caller can wait for them to finish. With `tls`,
+/// sessions offer STARTTLS with that certificate.
 pub async fn serve<T: Store>(
     listeners: Vec<TcpListener>,
     settings: Arc<Server>,
+    tls: Option<Arc<InboundTls>>,
     store: Arc<T>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let shared = Shared {
+        slots: Arc::new(Semaphore::new(settings.max_connections)),
+        verifications: Arc::new(Semaphore::new(verification_limit())),
+        settings,
+        tls,
+        store,
+        shutdown,
+        tracker,
+    };
     let mut accepting = Vec::new();
     for listener in listeners {
-        let (settings, store, shutdown, tracker, slots) = (
-            settings.clone(),
-            store.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-            slots.clone(),
-        );
+        let shared = shared.clone();
         accepting.push(tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     accepted = listener.accept() => accepted,
-                    _ = shutdown.cancelled() => return,
+                    _ = shared.shutdown.cancelled() => return,
                 };
                 match accepted {
-                    Ok((stream, client)) => {
-                        admit(
-                            stream, client, &settings, &store, &shutdown, &tracker, &slots,
-                        );
-                    }
+                    Ok((stream, client)) => admit(stream, client, &shared),
                     Err(e) => {
                         // Usually EMFILE: back off briefly instead of spinning.
                         tracing::warn!(error = %e, "Accept failed.");
@@ -104,22 +131,30 @@ pub async fn serve<T: Store>(
     }
 }
 
-fn admit<T: Store>(
-    mut stream: TcpStream,
-    client: SocketAddr,
-    settings: &Arc<Server>,
-    store: &Arc<T>,
-    shutdown: &CancellationToken,
-    tracker: &TaskTracker,
-    slots: &Arc<Semaphore>,
-) {
+/// One argon2 verification per core, at most 4: each holds ~19 MiB
+/// while it runs, so this bounds the memory a flood of AUTH attempts
+/// can take (and leaves cores for mail).
+fn verification_limit() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>) {
     let _ = stream.set_nodelay(true);
-    let allowed = settings
+    let allowed = shared
+        .settings
         .allowed_networks
         .iter()
         .any(|net| net.contains(&client.ip()));
-    let permit = slots.clone().try_acquire_owned();
-    let (settings, store, shutdown) = (settings.clone(), store.clone(), shutdown.clone());
+    let permit = shared.slots.clone().try_acquire_owned();
+    let Shared {
+        settings,
+        tls,
+        store,
+        shutdown,
+        tracker,
+        verifications,
+        ..
+    } = shared.clone();
     tracker.spawn(async move {
         if !allowed {
             tracing::warn!(%client, "Refused a client outside allowed_networks.");
@@ -137,6 +172,8 @@ fn admit<T: Store>(
         };
         tracing::debug!(%client, "Session started.");
         if let Err(e) = Session::new(stream, client, settings, store, shutdown)
+            .with_tls(tls)
+            .with_verification_limit(verifications)
             .run()
             .await
         {

@@ -15,6 +15,7 @@ pub const AUTH_OK: Reply = "235 2.7.0 Authentication succeeded\r\n";
 pub const AUTH_USERNAME: Reply = "334 VXNlcm5hbWU6\r\n";
 pub const AUTH_PASSWORD: Reply = "334 UGFzc3dvcmQ6\r\n";
 pub const AUTH_CONTINUE: Reply = "334 \r\n";
+pub const READY_FOR_TLS: Reply = "220 2.0.0 Ready to start TLS\r\n";
 pub const CANNOT_VRFY: Reply =
     "252 2.1.5 Cannot VRFY user, but will accept the message and attempt delivery\r\n";
 pub const HELP: Reply =
@@ -34,6 +35,8 @@ pub const SYNTAX_ERROR: Reply = "501 5.5.4 Syntax error in parameters\r\n";
 pub const BAD_SENDER: Reply = "501 5.1.7 Bad sender address syntax\r\n";
 pub const BAD_RECIPIENT: Reply = "501 5.1.3 Bad recipient address syntax\r\n";
 pub const AUTH_CANCELLED: Reply = "501 5.7.0 Authentication cancelled\r\n";
+pub const AUTH_UNDECODABLE: Reply =
+    "501 5.5.2 Cannot decode the AUTH response (base64 expected)\r\n";
 pub const HELO_FIRST: Reply = "503 5.5.1 Send EHLO or HELO first\r\n";
 pub const MAIL_FIRST: Reply = "503 5.5.1 Send MAIL first\r\n";
 pub const NESTED_MAIL: Reply = "503 5.5.1 Sender already given; send RSET first\r\n";
@@ -41,6 +44,13 @@ pub const RCPT_FIRST: Reply = "503 5.5.1 Send RCPT first\r\n";
 pub const ALREADY_AUTHENTICATED: Reply = "503 5.5.1 Already authenticated\r\n";
 pub const AUTH_NOT_OFFERED: Reply =
     "502 5.5.1 AUTH not offered; no authentication is needed here\r\n";
+pub const STARTTLS_NOT_OFFERED: Reply = "502 5.5.1 STARTTLS not offered\r\n";
+pub const ALREADY_TLS: Reply = "503 5.5.1 TLS already active\r\n";
+pub const STARTTLS_FIRST: Reply = "530 5.7.0 Must issue a STARTTLS command first\r\n";
+pub const AUTH_REQUIRED: Reply = "530 5.7.0 Authentication required\r\n";
+pub const AUTH_INVALID: Reply = "535 5.7.8 Authentication credentials invalid\r\n";
+pub const ENCRYPTION_REQUIRED: Reply =
+    "538 5.7.11 Encryption required for requested authentication mechanism\r\n";
 pub const AUTH_MECHANISM: Reply =
     "504 5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN\r\n";
 pub const MESSAGE_TOO_BIG: Reply = "552 5.3.4 Message size exceeds fixed maximum message size\r\n";
@@ -67,12 +77,16 @@ pub fn bye(hostname: &str) -> String {
 
 /// The EHLO reply: our extensions, one per line. SMTPUTF8 is not
 /// advertised because Postmark does not offer it upstream (the parameter is
-/// still accepted from clients that send it anyway).
-pub fn ehlo(hostname: &str, peer: &str, max_size: u64, accept_auth: bool) -> String {
+/// still accepted from clients that send it anyway). `starttls` and `auth`
+/// say whether those are offered to this client now.
+pub fn ehlo(hostname: &str, peer: &str, max_size: u64, starttls: bool, auth: bool) -> String {
     let mut lines = vec![format!("{hostname} greets {peer}")];
     lines.push(format!("SIZE {max_size}"));
     lines.extend(["8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "CHUNKING"].map(String::from));
-    if accept_auth {
+    if starttls {
+        lines.push("STARTTLS".into());
+    }
+    if auth {
         lines.push("AUTH PLAIN LOGIN".into());
     }
     let last = lines.len() - 1;

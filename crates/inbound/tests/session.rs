@@ -54,6 +54,10 @@ fn settings() -> relay_config::Server {
         command_timeout: Duration::from_secs(5),
         accept_auth: false,
         allow_open_relay: false,
+        tls: None,
+        require_tls: false,
+        require_auth: false,
+        clients: vec![],
     }
 }
 

@@ -32,7 +32,8 @@ pub enum Command {
     /// Without a Server API Token the daemon still accepts and queues mail,
     /// and says in its log that delivery is held until a token is set.
     /// SIGTERM or SIGINT: stop accepting, finish what is in flight, exit 0.
-    /// SIGHUP: reload routing rules, token and retry policy.
+    /// SIGHUP: reload routing rules, token and retry policy, and re-read
+    /// the inbound TLS certificate and key.
     Serve,
     /// Print the effective configuration (file + environment + defaults),
     /// with the token redacted.
@@ -53,6 +54,10 @@ pub enum Command {
     /// `sendmail --help` prints them.
     #[command(disable_help_flag = true)]
     Sendmail(SendmailArgs),
+    /// Read one password from standard input (typed twice without echo on
+    /// a terminal, else the first line) and print its argon2id PHC string,
+    /// for a `[[clients]]` entry's password_hash.
+    HashPassword,
     /// Exit 0 when the admin endpoint reports healthy (for container
     /// HEALTHCHECKs in images without curl).
     Health,

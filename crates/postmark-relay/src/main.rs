@@ -5,6 +5,7 @@
 
 mod check;
 mod cli;
+mod hash_password;
 mod health;
 mod logging;
 mod queue_cmd;
@@ -36,6 +37,9 @@ fn main() -> ExitCode {
     if let Command::Sendmail(args) = cli.command {
         return relay_sendmail::run(cli.config, args.args);
     }
+    if let Command::HashPassword = cli.command {
+        return hash_password::run();
+    }
     let loaded = match relay_config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -63,6 +67,8 @@ fn main() -> ExitCode {
         Command::SendTest(args) => send_test::run(&loaded.config, &args),
         Command::Queue(command) => queue_cmd::run(&loaded.config, command),
         Command::Health => health::run(&loaded.config),
-        Command::Sendmail(_) => unreachable!("handled before loading the config"),
+        Command::Sendmail(_) | Command::HashPassword => {
+            unreachable!("handled before loading the config")
+        }
     }
 }

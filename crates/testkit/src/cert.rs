@@ -1,5 +1,6 @@
 //! Throw-away PKIs for tests: a test CA and a server certificate for
-//! `localhost`, `127.0.0.1` and `::1` ([`ServerCert`]), generated at start.
+//! `localhost`, `127.0.0.1` and `::1` ([`ServerCert`], public so the relay's
+//! own inbound STARTTLS tests present one), generated at start.
 //! [`TestPki`] writes one into a temporary directory a fake owns;
 //! [`crate::TestPostgres`] writes one into its data folder.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use tempfile::TempDir;
 
 /// A freshly generated CA and a server certificate it signed.
-pub(crate) struct ServerCert {
+pub struct ServerCert {
     /// The CA's certificate (PEM), for clients to trust.
     pub ca_pem: String,
     /// The server's certificate (PEM).
@@ -32,7 +33,7 @@ impl ServerCert {
     /// # Panics
     /// If key generation or signing fails: this is test scaffolding, and a
     /// test cannot go on without it.
-    pub(crate) fn generate(ca_name: &str) -> ServerCert {
+    pub fn generate(ca_name: &str) -> ServerCert {
         let ca_key = KeyPair::generate().expect("generate CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params
@@ -66,6 +67,12 @@ impl ServerCert {
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
         }
+    }
+
+    /// The server certificate in DER, e.g. to compare with what a client
+    /// was shown.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
     }
 
     /// rustls configuration that presents this certificate.

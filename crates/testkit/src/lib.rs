@@ -26,6 +26,7 @@ mod postgres;
 mod session;
 mod shared;
 
+pub use crate::cert::ServerCert;
 pub use crate::postgres::{TestPostgres, PG_PASSWORD, PG_ROLE};
 
 use crate::cert::TestPki;

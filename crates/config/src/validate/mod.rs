@@ -2,6 +2,7 @@
 //! fails, and each problem names its key, so a user fixes everything in one
 //! pass.
 
+mod clients;
 mod queue;
 mod rewrite;
 mod routing;
@@ -15,8 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::raw::{
-    RawAdmin, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting, RawSendmail,
-    RawServer, RawUpstream,
+    RawAdmin, RawClient, RawLog, RawPostmark, RawQueue, RawRetry, RawRewrite, RawRouting,
+    RawSendmail, RawServer, RawUpstream,
 };
 use crate::report::Problems;
 use crate::units;
@@ -26,6 +27,9 @@ use crate::{Admin, Config, Log, LogFormat, Retry};
 /// (its problem is already recorded).
 pub(crate) struct Sections {
     pub server: Option<RawServer>,
+    /// `[[clients]]`; validated with `[server]`, whose AUTH keys they
+    /// decide about.
+    pub clients: Vec<RawClient>,
     pub queue: Option<RawQueue>,
     pub postmark: Option<RawPostmark>,
     /// Every upstream name, even those whose table could not be read, so
@@ -62,7 +66,7 @@ pub(crate) fn validate(
     let server = sections
         .server
         .as_ref()
-        .and_then(|raw| server::server(raw, p));
+        .and_then(|raw| server::server(raw, &sections.clients, p));
     let queue = sections.queue.as_ref().and_then(|raw| queue::queue(raw, p));
     let postmark = sections
         .postmark

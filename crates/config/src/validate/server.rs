@@ -4,13 +4,19 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{count, positive_duration, socket_addr};
-use crate::raw::RawServer;
+use std::path::PathBuf;
+
+use super::{clients, count, positive_duration, socket_addr};
+use crate::raw::{RawClient, RawServer};
 use crate::report::Problems;
 use crate::units;
-use crate::Server;
+use crate::{tls_server_config, Server, ServerTlsError, TlsFiles};
 
-pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
+pub(super) fn server(
+    raw: &RawServer,
+    raw_clients: &[RawClient],
+    p: &mut Problems,
+) -> Option<Server> {
     let listen = list(&raw.listen, "server.listen", p, |text, key, p| {
         socket_addr(text, key, p)
     });
@@ -31,7 +37,21 @@ pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
     let max_connections = count(raw.max_connections, "server.max_connections", p);
     let command_timeout = positive_duration(&raw.command_timeout, "server.command_timeout", p);
     if let (Some(listen), Some(networks)) = (&listen, &allowed_networks) {
-        open_relay_guard(listen, networks, raw.allow_open_relay, p);
+        open_relay_guard(
+            listen,
+            networks,
+            raw.allow_open_relay || raw.require_auth,
+            p,
+        );
+    }
+    let tls = tls_files(raw, p);
+    if raw.rate.is_some() {
+        p.add("server.rate", clients::NOT_YET);
+    }
+    let clients = clients::clients(raw_clients, p);
+    let auth_ok = clients::auth_keys(raw, raw_clients, p);
+    if raw.rate.is_some() || !auth_ok {
+        return None;
     }
     Some(Server {
         listen: listen?,
@@ -43,6 +63,10 @@ pub(super) fn server(raw: &RawServer, p: &mut Problems) -> Option<Server> {
         command_timeout: command_timeout?,
         accept_auth: raw.accept_auth,
         allow_open_relay: raw.allow_open_relay,
+        tls: tls?,
+        require_tls: raw.require_tls,
+        require_auth: raw.require_auth,
+        clients: clients?,
     })
 }
 
@@ -59,9 +83,66 @@ pub(super) fn address(
     Some((listen?, hostname?))
 }
 
+/// `server.tls_cert_file` and `server.tls_key_file`: both or neither, and
+/// when both, loaded once now so a bad file stops the start (exit 64)
+/// instead of failing the first client's STARTTLS. `Some(None)`: not set.
+fn tls_files(raw: &RawServer, p: &mut Problems) -> Option<Option<TlsFiles>> {
+    let (cert, key) = (raw.tls_cert_file.trim(), raw.tls_key_file.trim());
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => {
+            if raw.require_tls {
+                p.add(
+                    "server.require_tls",
+                    "is true but server.tls_cert_file and server.tls_key_file are not set, \
+                     so no client could ever start TLS; set both",
+                );
+                return None;
+            }
+            return Some(None);
+        }
+        (false, false) => {}
+        _ => {
+            let (set, unset) = if cert.is_empty() {
+                ("server.tls_key_file", "server.tls_cert_file")
+            } else {
+                ("server.tls_cert_file", "server.tls_key_file")
+            };
+            p.add(
+                set,
+                format!("is set but {unset} is not: server.tls_cert_file and server.tls_key_file go together (set both, or neither)"),
+            );
+            return None;
+        }
+    }
+    let files = TlsFiles {
+        cert_file: PathBuf::from(cert),
+        key_file: PathBuf::from(key),
+    };
+    match tls_server_config(&files.cert_file, &files.key_file) {
+        Ok(_) => Some(Some(files)),
+        Err(e) => {
+            let (key, what) = match &e {
+                ServerTlsError::Cert { .. } => (
+                    "server.tls_cert_file",
+                    "cannot be used as a PEM certificate chain",
+                ),
+                ServerTlsError::Key { .. } => {
+                    ("server.tls_key_file", "cannot be used as a PEM private key")
+                }
+                ServerTlsError::Pair { .. } => {
+                    ("server.tls_key_file", "does not fit server.tls_cert_file")
+                }
+            };
+            p.add(key, format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
 /// Refuses an open relay: listening beyond loopback while every client
 /// network is allowed would let anyone on the internet send mail as your
-/// Postmark server. `server.allow_open_relay = true` overrides it.
+/// Postmark server. `server.allow_open_relay = true` overrides it, and so
+/// does `server.require_auth` (then only `[[clients]]` can send).
 fn open_relay_guard(
     listen: &[std::net::SocketAddr],
     networks: &[IpNet],
@@ -76,6 +157,7 @@ fn open_relay_guard(
             "allows every client (0.0.0.0/0 or ::/0) while server.listen includes a non-loopback address: \
              that is an open relay anyone could send mail through with your Postmark token. \
              List only your clients' networks (e.g. a container network like 10.0.0.0/8), \
+             set server.require_auth = true with [[clients]] so only they can send, \
              or set server.allow_open_relay = true if something else guards the port",
         );
     }

@@ -46,7 +46,8 @@ where
             Request::Auth {
                 mechanism,
                 initial_response,
-            } => return self.auth(mechanism, &initial_response),
+            } => return self.auth(mechanism, &initial_response).await,
+            Request::StartTls => return self.starttls(),
             Request::Rset => {
                 self.tx = None;
                 self.reply(reply::RESET_OK);
@@ -84,9 +85,16 @@ where
     fn hello(&mut self, host: &str, protocol: &'static str) {
         self.tx = None;
         self.helo = Some((clean(host), protocol));
+        let (starttls, auth) = (self.tls.is_some() && !self.is_tls(), self.auth_offered());
         let s = self.settings();
         let text = if protocol == "ESMTP" {
-            reply::ehlo(&s.hostname, &clean(host), s.max_message_size, s.accept_auth)
+            reply::ehlo(
+                &s.hostname,
+                &clean(host),
+                s.max_message_size,
+                starttls,
+                auth,
+            )
         } else {
             reply::helo(&s.hostname)
         };
@@ -96,6 +104,10 @@ where
     fn mail(&mut self, address: &str, declared_size: u64) {
         if self.helo.is_none() {
             self.reply(reply::HELO_FIRST);
+        } else if self.must_starttls() {
+            self.reply(reply::STARTTLS_FIRST);
+        } else if self.settings().require_auth && !self.authenticated {
+            self.reply(reply::AUTH_REQUIRED);
         } else if self.tx.is_some() {
             self.reply(reply::NESTED_MAIL);
         } else if declared_size > self.settings().max_message_size {

@@ -79,6 +79,7 @@ where
         let message = ReceivedMessage {
             id: id.clone(),
             client: self.client(),
+            client_name: self.client_name.clone(),
             sender: tx.sender,
             recipients: tx.recipients,
             size,

@@ -3,11 +3,13 @@
 //! The session reads into a small buffer, and handles whatever complete
 //! input it holds before reading again, so pipelined commands are answered
 //! in order and their replies go out in one write. Each phase lives in its
-//! own file: `command` (the verbs), `data` (DATA and BDAT bodies), `auth`.
+//! own file: `command` (the verbs), `data` (DATA and BDAT bodies), `auth`
+//! (AUTH PLAIN/LOGIN), `starttls` (the switch to TLS and what it resets).
 
 mod auth;
 mod command;
 mod data;
+mod starttls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +17,13 @@ use std::time::Duration;
 
 use relay_config::Server;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::handoff::Store;
 use crate::reply;
 use crate::spool::Incoming;
+use crate::tls::{Conn, InboundTls};
 
 /// Longest command line we accept, as RFC 5321 §4.5.3.1.4 and smtp-proto.
 pub const MAX_LINE: usize = 4096;
@@ -29,6 +33,9 @@ pub const MAX_LINE: usize = 4096;
 pub(crate) enum Flow {
     Continue,
     Close,
+    /// `220` to STARTTLS was queued: flush it, then hand the stream to
+    /// the TLS handshake.
+    StartTls,
 }
 
 /// Where the session is in the conversation.
@@ -41,7 +48,7 @@ pub(crate) enum State {
     Data(Incoming),
     /// Reading `remaining` bytes of a BDAT chunk.
     Bdat { remaining: usize, last: bool },
-    /// In an AUTH exchange (only with `accept_auth`).
+    /// In an AUTH exchange.
     Auth(auth::Step),
 }
 
@@ -56,8 +63,10 @@ pub(crate) struct Transaction {
 /// One SMTP session. Generic over the stream so tests can drive it over
 /// an in-memory duplex as well as TCP.
 pub struct Session<S, T> {
-    stream: S,
+    stream: Conn<S>,
     settings: Arc<Server>,
+    /// The certificate STARTTLS presents; `None`: STARTTLS not offered.
+    tls: Option<Arc<InboundTls>>,
     store: Arc<T>,
     client: SocketAddr,
     shutdown: CancellationToken,
@@ -67,6 +76,14 @@ pub struct Session<S, T> {
     pub(crate) helo: Option<(String, &'static str)>,
     pub(crate) tx: Option<Transaction>,
     pub(crate) authenticated: bool,
+    /// The `[[clients]]` name this session authenticated as.
+    pub(crate) client_name: Option<String>,
+    /// Failed AUTH attempts so far; past a few, each answer is delayed.
+    pub(crate) auth_failures: u32,
+    /// Shared by every session of a listener: argon2 takes ~19 MiB per
+    /// verification, so a flood of AUTH attempts must not run them all at
+    /// once (memory would grow with the number of attempts).
+    pub(crate) verifications: Arc<Semaphore>,
 }
 
 impl<S, T> Session<S, T>
@@ -83,8 +100,9 @@ where
         shutdown: CancellationToken,
     ) -> Self {
         Session {
-            stream,
+            stream: Conn::Plain(stream),
             settings,
+            tls: None,
             store,
             client,
             shutdown,
@@ -94,7 +112,23 @@ where
             helo: None,
             tx: None,
             authenticated: false,
+            client_name: None,
+            auth_failures: 0,
+            verifications: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// Shares `limit` (permits = password verifications at once) with the
+    /// other sessions; without it a session verifies one at a time alone.
+    pub fn with_verification_limit(mut self, limit: Arc<Semaphore>) -> Self {
+        self.verifications = limit;
+        self
+    }
+
+    /// Offers STARTTLS with this certificate.
+    pub fn with_tls(mut self, tls: Option<Arc<InboundTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Runs the conversation until QUIT, disconnect, timeout or shutdown.
@@ -129,9 +163,19 @@ where
             .extend_from_slice(reply::greeting(&self.settings.hostname).as_bytes());
         let mut read_buf = vec![0u8; 16 * 1024];
         loop {
-            if self.handle_input().await? == Flow::Close {
-                self.flush().await?;
-                return Ok(());
+            match self.handle_input().await? {
+                Flow::Close => {
+                    self.flush().await?;
+                    return Ok(());
+                }
+                Flow::StartTls => {
+                    self.flush().await?;
+                    if !self.start_tls().await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Flow::Continue => {}
             }
             self.flush().await?;
             let idle = matches!(
@@ -173,13 +217,21 @@ where
                         self.reply(reply::LINE_TOO_LONG);
                         Flow::Continue
                     } else if let State::Auth(step) = &self.state {
-                        let step = *step;
-                        self.auth_line(step, &line)
+                        let step = step.clone();
+                        self.auth_line(step, &line).await
                     } else {
                         self.command(&line).await
                     };
-                    if flow == Flow::Close {
-                        return Ok(Flow::Close);
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close => return Ok(Flow::Close),
+                        Flow::StartTls => {
+                            // Whatever the client sent after STARTTLS was
+                            // sent in plain text: never run it as if it
+                            // came over TLS (CVE-2011-0411).
+                            self.input.clear();
+                            return Ok(Flow::StartTls);
+                        }
                     }
                 }
                 State::SkipLine => match self.input.iter().position(|&b| b == b'\n') {
@@ -263,5 +315,18 @@ where
 
     pub(crate) fn store(&self) -> &T {
         &self.store
+    }
+
+    /// Whether the conversation is encrypted (STARTTLS done).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Loopback clients are trusted with plain text (same host); every
+    /// other client must encrypt before sending credentials.
+    pub(crate) fn is_loopback(&self) -> bool {
+        let ip = self.client.ip();
+        ip.is_loopback()
+            || matches!(ip, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
     }
 }

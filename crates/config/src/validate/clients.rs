@@ -1,0 +1,101 @@
+//! `[[clients]]`: the apps that authenticate, each with its own name and
+//! argon2id password hash; and how they fit the `[server]` AUTH keys.
+
+use std::collections::BTreeSet;
+
+use crate::raw::{RawClient, RawServer};
+use crate::report::Problems;
+use crate::{Client, Secret};
+
+/// Said of every contract key this version reads but does not act on yet,
+/// so an operator never believes a policy is enforced when it is not.
+pub(super) const NOT_YET: &str =
+    "not yet implemented in this version; remove it (the relay refuses to start rather than ignore it)";
+
+pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>> {
+    let mut names = BTreeSet::new();
+    let mut ok = true;
+    let mut clients = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let key = format!("clients[{i}]");
+        for (field, value) in [
+            ("senders", &c.senders),
+            ("upstream", &c.upstream),
+            ("stream", &c.stream),
+            ("rate", &c.rate),
+        ] {
+            if value.is_some() {
+                p.add(format!("{key}.{field}"), NOT_YET);
+                ok = false;
+            }
+        }
+        let name = c.name.trim();
+        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            p.add(
+                format!("{key}.name"),
+                format!("`{}` is not a client name (one word, e.g. \"billing\"): it is the AUTH username", c.name),
+            );
+            ok = false;
+        } else if !names.insert(name.to_owned()) {
+            p.add(
+                format!("{key}.name"),
+                format!("`{name}` is given to two clients; each needs its own name"),
+            );
+            ok = false;
+        }
+        if let Err(why) = check_hash(c.password_hash.trim()) {
+            p.add(format!("{key}.password_hash"), why);
+            ok = false;
+        }
+        clients.push(Client {
+            name: name.to_owned(),
+            password_hash: Secret::new(c.password_hash.trim()),
+        });
+    }
+    ok.then_some(clients)
+}
+
+/// A PHC string argon2 can verify against: argon2id, with salt, hash and
+/// valid parameters. The message never repeats the value.
+fn check_hash(text: &str) -> Result<(), String> {
+    const HOW: &str = "make one with `postmark-relay hash-password`";
+    if text.is_empty() {
+        return Err(format!("is empty; {HOW}"));
+    }
+    let hash = argon2::PasswordHash::new(text)
+        .map_err(|e| format!("is not a PHC password hash ({e}); {HOW}"))?;
+    if hash.algorithm != argon2::ARGON2ID_IDENT {
+        return Err(format!(
+            "uses `{}`, not argon2id; {HOW}",
+            hash.algorithm.as_str()
+        ));
+    }
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err(format!("has no salt or no hash part; {HOW}"));
+    }
+    argon2::Params::try_from(&hash)
+        .map_err(|e| format!("has argon2 parameters that cannot be used ({e}); {HOW}"))?;
+    Ok(())
+}
+
+/// The `[server]` AUTH keys against the client list.
+pub(super) fn auth_keys(server: &RawServer, clients: &[RawClient], p: &mut Problems) -> bool {
+    let mut ok = true;
+    if server.accept_auth && !clients.is_empty() {
+        p.add(
+            "server.accept_auth",
+            "is true while [[clients]] are given: server.accept_auth accepts any credentials, \
+             [[clients]] checks them; remove server.accept_auth (or the [[clients]])",
+        );
+        ok = false;
+    }
+    if server.require_auth && clients.is_empty() {
+        p.add(
+            "server.require_auth",
+            "is true but no [[clients]] are given, so no client could ever authenticate; \
+             add a [[clients]] entry (name and password_hash from `postmark-relay hash-password`)",
+        );
+        ok = false;
+    }
+    ok
+}
