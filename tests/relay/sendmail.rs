@@ -249,7 +249,7 @@ fn usage_errors_exit_64() {
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("usage:"), "{}", stderr(&out));
 
-    let out = sendmail(&["sendmail", "-c", cfg, "-bs"], b"");
+    let out = sendmail(&["sendmail", "-c", cfg, "-bp"], b"");
     assert_eq!(code(&out), 64, "{}", stderr(&out));
     assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
 
