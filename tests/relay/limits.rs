@@ -122,3 +122,40 @@ fn commands_out_of_order_get_503() {
     let r = c.cmd("RCPT TO:<u@example.net>");
     assert!(r.starts_with("503 5.5.1"), "RCPT before MAIL: {r}");
 }
+
+/// Every refused command is in the log at info with the client, the
+/// command and the reply (a recipient refused at RCPT, a size refused at
+/// MAIL FROM), and an AUTH argument never is.
+#[test]
+fn refused_commands_are_logged_with_client_command_and_reply() {
+    let (t, b) = (fake(), fake());
+    let mut relay = relay_for(&t, &b, "max_message_size = 1000");
+    let (mut c, _) = Client::connect(relay.addr);
+    hello(&mut c);
+    let r = c.cmd("MAIL FROM:<a@x.example> SIZE=5000");
+    assert!(r.starts_with("552"), "{r}");
+    assert!(c.cmd("MAIL FROM:<a@x.example>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<root>");
+    assert!(r.starts_with('5'), "{r}");
+    let r = c.cmd("AUTH PLAIN AGFwcABzM2NyZXQtcGFzcw==");
+    assert!(r.starts_with('5'), "{r}");
+    c.cmd("QUIT");
+    let size = relay.wait_log("SIZE=5000", Duration::from_secs(10));
+    assert!(
+        size.contains("Refused a command.") && size.contains("552") && size.contains("client="),
+        "{size}"
+    );
+    let rcpt = relay.wait_log("RCPT TO:<root>", Duration::from_secs(10));
+    assert!(
+        rcpt.contains("Refused a command.") && rcpt.contains("reply=5"),
+        "{rcpt}"
+    );
+    relay.wait_log("command=AUTH PLAIN", Duration::from_secs(10));
+    assert!(
+        relay
+            .logs()
+            .iter()
+            .all(|l| !l.contains("AGFwcABzM2NyZXQtcGFzcw")),
+        "an AUTH argument was logged"
+    );
+}

@@ -15,6 +15,8 @@ mod decoder;
 mod handoff;
 mod listener;
 mod queue_id;
+/// Refused commands in the log, rate-limited.
+mod refusals;
 pub mod reply;
 mod session;
 mod spool;

@@ -16,8 +16,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     T: Store,
 {
-    /// Handles one complete command line (with its line ending).
+    /// Handles one complete command line (with its line ending); a reply
+    /// that refuses it is logged (see [`crate::refusals`]).
     pub(crate) async fn command(&mut self, line: &[u8]) -> Flow {
+        let start = self.out.len();
+        let flow = self.dispatch(line).await;
+        crate::refusals::log(self.client(), line, &self.out[start.min(self.out.len())..]);
+        flow
+    }
+
+    /// Runs one command line.
+    async fn dispatch(&mut self, line: &[u8]) -> Flow {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(e) => {
