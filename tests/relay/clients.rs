@@ -91,3 +91,93 @@ fn swaks_sends_a_message_that_arrives_upstream() {
     assert_eq!(got[0].mail_from, "swaks@example.com");
     assert_eq!(got[0].rcpt_to, ["u@example.net"]);
 }
+
+/// PHP's `mail()` as `php.ini` users configure it (`sendmail_path =
+/// "sendmail -t -i"`, here our binary's sendmail mode with the relay's
+/// config): the message reaches the upstream. Needs `php-cli` (installed
+/// by scripts/test); a missing php fails the test.
+#[test]
+fn php_mail_through_sendmail_arrives_upstream() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let cfg = relay.dir.path().join("app.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"{}\"]\nhostname = \"relay.test\"\n",
+            relay.addr
+        ),
+    )
+    .unwrap();
+    let sendmail_path = format!(
+        "{} sendmail -t -i -c {}",
+        env!("CARGO_BIN_EXE_postmark-relay"),
+        cfg.display()
+    );
+    let script = "$ok = mail('u@example.net', 'from php', \"hello from PHP\\n.dot line\\n\", \"From: PHP App <php@example.com>\"); exit($ok ? 0 : 1);";
+    let out = Command::new("php")
+        .args([
+            "-n",
+            "-d",
+            &format!("sendmail_path={sendmail_path}"),
+            "-r",
+            script,
+        ])
+        .env_remove("POSTMARK_RELAY_CONFIG")
+        .output()
+        .expect("php is installed (apt-get install php-cli)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_each_once(&got, &["from php".to_string()]);
+    assert_eq!(got[0].mail_from, "php@example.com");
+    assert_eq!(got[0].rcpt_to, ["u@example.net"]);
+    let body = String::from_utf8_lossy(strip_added_headers(&got[0].data)).into_owned();
+    assert!(body.contains("\r\n.dot line\r\n"), "{body}");
+}
+
+/// msmtp, the sendmail replacement many containers use, pointed at the
+/// relay (no TLS, no auth, as on localhost). Needs `msmtp` (installed by
+/// scripts/test).
+#[test]
+fn msmtp_sends_a_message_that_arrives_upstream() {
+    use std::io::Write;
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let mut child = Command::new("msmtp")
+        .args([
+            "--host=127.0.0.1",
+            &format!("--port={}", relay.addr.port()),
+            "--auth=off",
+            "--tls=off",
+            "--from=msmtp@example.com",
+            "--timeout=20",
+            "-t",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("msmtp is installed (apt-get install msmtp)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"To: u@example.net\nSubject: from msmtp\n\nhello\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_each_once(&got, &["from msmtp".to_string()]);
+    assert_eq!(got[0].mail_from, "msmtp@example.com");
+    assert_eq!(got[0].rcpt_to, ["u@example.net"]);
+}
