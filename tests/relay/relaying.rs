@@ -60,3 +60,71 @@ fn a_folded_line_that_looks_like_a_date_does_not_stop_the_relay_adding_one() {
         "the client's message is kept as sent"
     );
 }
+
+/// An 8-bit body (UTF-8 text sent without any transfer encoding, as many
+/// apps do, declared or not) is relayed with `BODY=8BITMIME` (RFC 6152),
+/// byte for byte; a 7-bit one without it.
+#[test]
+fn an_8bit_body_is_declared_upstream_with_body_8bitmime() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let eight =
+        "From: app@example.com\r\nSubject: eight\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße, café ✓\r\n";
+    let (mut c, _) = Client::connect(relay.addr);
+    assert!(c.cmd("EHLO app.example").contains("8BITMIME"));
+    assert!(c
+        .cmd("MAIL FROM:<app@example.com> BODY=8BITMIME")
+        .starts_with("250"));
+    assert!(c.cmd("RCPT TO:<u@example.net>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send_raw(eight.as_bytes());
+    c.send_raw(b".\r\n");
+    assert!(c.read_reply().starts_with("250"));
+    c.cmd("QUIT");
+    // Undeclared by the client: still 8-bit, still declared upstream.
+    let undeclared = eight.replace("Subject: eight", "Subject: undeclared");
+    let reply = send(
+        relay.addr,
+        "app@example.com",
+        &["u@example.net"],
+        undeclared.as_bytes(),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let reply = send(
+        relay.addr,
+        "app@example.com",
+        &["u@example.net"],
+        &message("seven"),
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_eq!(got.len(), 3);
+    for m in &got {
+        let tag = subject(m);
+        assert_eq!(m.body_8bit, tag != "seven", "{tag}: BODY=8BITMIME");
+    }
+    let first = got.iter().find(|m| subject(m) == "eight").unwrap();
+    assert!(String::from_utf8_lossy(strip_added_headers(&first.data)).contains("Grüße, café ✓"));
+}
+
+/// Postmark's SMTP service does not offer SMTPUTF8: a non-ASCII address,
+/// or SMTPUTF8 asked for, is refused at once with `553 5.6.7` and a reason,
+/// instead of a `250` that could only fail later, out of the app's sight.
+#[test]
+fn non_ascii_addresses_are_refused_with_553_at_mail_and_rcpt() {
+    let (t, b) = (fake(), fake());
+    let relay = relay_for(&t, &b, "");
+    let (mut c, _) = Client::connect(relay.addr);
+    let ehlo = c.cmd("EHLO app.example");
+    assert!(!ehlo.contains("SMTPUTF8"), "{ehlo}");
+    let r = c.cmd("MAIL FROM:<jörg@example.com>");
+    assert!(r.starts_with("553 5.6.7") && r.contains("SMTPUTF8"), "{r}");
+    let r = c.cmd("MAIL FROM:<app@example.com> SMTPUTF8");
+    assert!(r.starts_with("553 5.6.7"), "{r}");
+    assert!(c.cmd("MAIL FROM:<app@example.com>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<用户@example.net>");
+    assert!(r.starts_with("553 5.6.7"), "{r}");
+    assert!(c.cmd("RCPT TO:<u@example.net>").starts_with("250"));
+    c.cmd("QUIT");
+}

@@ -106,6 +106,7 @@ impl<Q: Queue> Store for Ingest<Q> {
                     head: m.head,
                     chunks: m.chunks,
                     tail: m.tail,
+                    eight_bit: m.eight_bit,
                 },
             })
             .await?;

@@ -186,6 +186,7 @@ mod tests {
             head: b"Subject: s\r\n\r\n".to_vec(),
             chunks: 3,
             tail: b"end".to_vec(),
+            eight_bit: false,
         };
         let body = Body {
             id: "X",

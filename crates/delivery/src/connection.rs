@@ -5,7 +5,7 @@
 
 use mail_send::{Credentials, SmtpClient};
 use relay_config::TlsMode;
-use smtp_proto::{EXT_PIPELINING, EXT_START_TLS};
+use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, EXT_START_TLS};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -37,6 +37,8 @@ pub struct Session<T: AsyncRead + AsyncWrite + Unpin> {
     pub client: SmtpClient<T>,
     /// The upstream takes pipelined MAIL/RCPT/DATA.
     pub pipelining: bool,
+    /// The upstream offers 8BITMIME (`BODY=8BITMIME` on MAIL FROM).
+    pub eight_bit_mime: bool,
 }
 
 /// Why a connection could not be opened.
@@ -136,6 +138,7 @@ async fn authenticate<T: AsyncRead + AsyncWrite + Unpin>(
     Ok(Session {
         client,
         pipelining: capabilities.has_capability(EXT_PIPELINING),
+        eight_bit_mime: capabilities.has_capability(EXT_8BIT_MIME),
     })
 }
 

@@ -71,7 +71,10 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
     }
     for (j, job, batch) in transactions {
         sent_up_to = Some(j);
-        let commands = envelope(job.sender, batch);
+        // RFC 6152: an 8-bit body is declared, to an upstream that offers
+        // 8BITMIME (Postmark does); to one that does not, it goes as it is.
+        let eight_bit = job.body.content.eight_bit && session.eight_bit_mime;
+        let commands = envelope(job.sender, batch, eight_bit);
         let (replies, result) = if session.pipelining {
             // The previous body moves into this group: only its reply is
             // still needed.
@@ -217,6 +220,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
             },
             pipelining,
+            eight_bit_mime: true,
         }
     }
 

@@ -15,9 +15,14 @@ use crate::outcome::classify;
 pub const MAX_RCPT_PER_TRANSACTION: usize = 50;
 
 /// MAIL FROM, one RCPT TO per recipient, DATA: one line each.
-pub(crate) fn envelope(sender: &str, recipients: &[PendingRecipient]) -> Vec<String> {
+pub(crate) fn envelope(
+    sender: &str,
+    recipients: &[PendingRecipient],
+    eight_bit: bool,
+) -> Vec<String> {
     let mut commands = Vec::with_capacity(recipients.len() + 2);
-    commands.push(format!("MAIL FROM:<{sender}>\r\n"));
+    let body = if eight_bit { " BODY=8BITMIME" } else { "" };
+    commands.push(format!("MAIL FROM:<{sender}>{body}\r\n"));
     commands.extend(
         recipients
             .iter()

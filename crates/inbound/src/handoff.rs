@@ -28,6 +28,9 @@ pub struct ReceivedMessage {
     pub chunks: u32,
     /// The rest of the message after the chunks (all of a small body).
     pub tail: Vec<u8>,
+    /// Some byte of the message is 8-bit: the upstream gets
+    /// `BODY=8BITMIME` (RFC 6152), whether or not the client declared it.
+    pub eight_bit: bool,
 }
 
 /// Stores received messages durably. `Ok` from [`Store::store`] must mean

@@ -54,6 +54,9 @@ pub const ENCRYPTION_REQUIRED: Reply =
 pub const AUTH_MECHANISM: Reply =
     "504 5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN\r\n";
 pub const MESSAGE_TOO_BIG: Reply = "552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+/// A non-ASCII address (or SMTPUTF8 asked for): Postmark's SMTP service does
+/// not offer SMTPUTF8, so accepting it would only fail later, out of sight.
+pub const NO_SMTPUTF8: Reply = "553 5.6.7 Non-ASCII addresses (SMTPUTF8) cannot be relayed to Postmark; use an ASCII address\r\n";
 
 /// The greeting, sent on connect.
 pub fn greeting(hostname: &str) -> String {
@@ -76,8 +79,8 @@ pub fn bye(hostname: &str) -> String {
 }
 
 /// The EHLO reply: our extensions, one per line. SMTPUTF8 is not
-/// advertised because Postmark does not offer it upstream (the parameter is
-/// still accepted from clients that send it anyway). `starttls` and `auth`
+/// advertised because Postmark does not offer it upstream; a client that
+/// asks for it anyway, or sends a non-ASCII address, gets [`NO_SMTPUTF8`]. `starttls` and `auth`
 /// say whether those are offered to this client now.
 pub fn ehlo(hostname: &str, peer: &str, max_size: u64, starttls: bool, auth: bool) -> String {
     let mut lines = vec![format!("{hostname} greets {peer}")];

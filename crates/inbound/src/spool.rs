@@ -25,6 +25,8 @@ pub(crate) struct Incoming {
     /// Body bytes not yet handed over.
     body: Vec<u8>,
     chunks: u32,
+    /// Some decoded byte is not 7-bit ASCII.
+    eight_bit: bool,
     /// Why the store refused a chunk; the message then gets `452`.
     failed: Option<String>,
 }
@@ -34,6 +36,8 @@ pub(crate) struct Received {
     pub head: Vec<u8>,
     pub chunks: u32,
     pub tail: Vec<u8>,
+    /// The message has 8-bit bytes (to be relayed with `BODY=8BITMIME`).
+    pub eight_bit: bool,
 }
 
 impl Incoming {
@@ -45,6 +49,7 @@ impl Incoming {
             head_done: false,
             body: Vec::new(),
             chunks: 0,
+            eight_bit: false,
             failed: None,
         }
     }
@@ -57,6 +62,7 @@ impl Incoming {
         if self.decoder.oversize() || self.failed.is_some() {
             return;
         }
+        self.eight_bit |= !decoded.is_ascii();
         let rest = self.fill_head(&decoded);
         self.body.extend_from_slice(rest);
         while self.body.len() >= CHUNK && self.failed.is_none() {
@@ -85,6 +91,7 @@ impl Incoming {
             head: self.head,
             chunks: self.chunks,
             tail: self.body,
+            eight_bit: self.eight_bit,
         }
     }
 

@@ -152,17 +152,18 @@ async fn ehlo_advertises_the_contract_extensions() {
 }
 
 #[tokio::test]
-async fn the_null_sender_and_smtputf8_are_accepted() {
+async fn the_null_sender_is_accepted_and_smtputf8_refused() {
     let (out, msgs) = converse(
-        "EHLO a\r\nMAIL FROM:<> SMTPUTF8\r\nRCPT TO:<ü@y.test>\r\nDATA\r\nSubject: x\r\n\r\n.\r\nQUIT\r\n".as_bytes(),
+        "EHLO a\r\nMAIL FROM:<> SMTPUTF8\r\nMAIL FROM:<>\r\nRCPT TO:<ü@y.test>\r\nRCPT TO:<u@y.test>\r\nDATA\r\nSubject: x\r\n\r\n.\r\nQUIT\r\n".as_bytes(),
     )
     .await;
     assert_eq!(
         codes(&out),
-        ["220", "250", "250", "250", "354", "250", "221"],
+        ["220", "250", "553", "250", "553", "250", "354", "250", "221"],
         "{out}"
     );
     assert_eq!(msgs[0].sender, "");
+    assert_eq!(msgs[0].recipients, ["u@y.test"]);
 }
 
 #[tokio::test]

@@ -127,12 +127,13 @@ impl Inspector {
     pub fn content(&self, id: &str) -> Result<Option<Content>, QueueError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT head, chunks, data FROM messages WHERE id = ?1")?
+            .prepare_cached("SELECT head, chunks, data, eight_bit FROM messages WHERE id = ?1")?
             .query_row(params![id], |r| {
                 Ok(Content {
                     head: r.get(0)?,
                     chunks: r.get(1)?,
                     tail: r.get(2)?,
+                    eight_bit: r.get(3)?,
                 })
             })
             .optional()?)

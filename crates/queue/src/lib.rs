@@ -9,14 +9,15 @@
 //!
 //! One SQLite database, `queue.sqlite3`, in the configured folder, in WAL mode
 //! with `synchronous=FULL` (a commit is on disk when it returns).
-//! `PRAGMA user_version` is the schema version (currently 2; a version-1
+//! `PRAGMA user_version` is the schema version (currently 3; an older
 //! queue is upgraded in place when opened: its messages read as they are).
 //!
 //! - `messages(id, received_at, sender, upstream, stream, size, data, state,
-//!   attempts, next_attempt_at, lease_until, last_error, head, chunks)`: one
-//!   row per message; times are Unix milliseconds. The message (CRLF line
-//!   endings, headers the relay added included, not dot-stuffed) is `head`,
-//!   then `chunks` rows of `chunks`, then `data` (see [`Content`]).
+//!   attempts, next_attempt_at, lease_until, last_error, head, chunks,
+//!   eight_bit)`: one row per message; times are Unix milliseconds. The
+//!   message (CRLF line endings, headers the relay added included, not
+//!   dot-stuffed) is `head`, then `chunks` rows of `chunks`, then `data`
+//!   (see [`Content`]); `eight_bit` says whether any of it is 8-bit.
 //! - `recipients(message_id, idx, address, state, reply)`: one row per
 //!   envelope recipient, in RCPT order.
 //! - `chunks(message_id, seq, data)`: a large message's body in pieces of

@@ -34,6 +34,9 @@ pub struct Content {
     pub chunks: u32,
     /// The end of the message (all of a small message's body).
     pub tail: Vec<u8>,
+    /// Some byte is not 7-bit ASCII: relayed with `BODY=8BITMIME` where
+    /// the upstream offers it (RFC 6152).
+    pub eight_bit: bool,
 }
 
 impl Content {
@@ -42,6 +45,7 @@ impl Content {
         Content {
             head: Vec::new(),
             chunks: 0,
+            eight_bit: !message.is_ascii(),
             tail: message,
         }
     }

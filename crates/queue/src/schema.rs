@@ -52,8 +52,15 @@ CREATE TABLE IF NOT EXISTS chunks (
 PRAGMA user_version = 2;
 ";
 
+/// From version 2: whether a message has 8-bit bytes (relayed with
+/// `BODY=8BITMIME`). Older rows read as 7-bit, as they were relayed.
+const V2_TO_V3: &str = "
+ALTER TABLE messages ADD COLUMN eight_bit INTEGER NOT NULL DEFAULT 0;
+PRAGMA user_version = 3;
+";
+
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Opens (creating if needed) the queue database in `folder`, in WAL mode
 /// with `synchronous=FULL` so every commit is fsynced, and brings its
@@ -89,8 +96,9 @@ pub fn migrate(conn: &Connection) -> Result<(), QueueError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     // Each step takes the schema one version further, in one transaction.
     let steps = match version {
-        0 => &[V1, V1_TO_V2][..],
-        1 => &[V1_TO_V2][..],
+        0 => &[V1, V1_TO_V2, V2_TO_V3][..],
+        1 => &[V1_TO_V2, V2_TO_V3][..],
+        2 => &[V2_TO_V3][..],
         VERSION => return Ok(()),
         newer => return Err(QueueError::NewerSchema(newer)),
     };

@@ -37,8 +37,8 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
         }
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?2)",
+        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?2, ?10)",
     )?
     .execute(params![
         m.id,
@@ -49,7 +49,8 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
         m.size as i64,
         content.head,
         content.chunks,
-        content.tail
+        content.tail,
+        content.eight_bit
     ])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO recipients (message_id, idx, address, state) VALUES (?1, ?2, ?3, 'pending')",
@@ -105,7 +106,7 @@ pub fn claim(
 fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
     let mut claimed = conn
         .prepare_cached(
-            "SELECT received_at, sender, upstream, stream, head, chunks, data, attempts FROM messages WHERE id = ?1",
+            "SELECT received_at, sender, upstream, stream, head, chunks, data, attempts, eight_bit FROM messages WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
             Ok(Claimed {
@@ -119,6 +120,7 @@ fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
                     head: r.get(4)?,
                     chunks: r.get(5)?,
                     tail: r.get(6)?,
+                    eight_bit: r.get(8)?,
                 },
                 attempts: r.get(7)?,
             })

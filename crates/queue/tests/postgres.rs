@@ -162,12 +162,17 @@ async fn chunked_bodies_are_stored_checked_and_dropped() {
         head: b"Subject: big\r\n\r\n".to_vec(),
         chunks: 3,
         tail: b"end\r\n".to_vec(),
+        eight_bit: true,
     };
     q.enqueue(m).await.unwrap();
     let c = q.claim("transactional", 10, LEASE).await.unwrap().remove(0);
     assert_eq!(c.content.head, b"Subject: big\r\n\r\n");
     assert_eq!(c.content.chunks, 3);
     assert_eq!(c.content.tail, b"end\r\n");
+    assert!(
+        c.content.eight_bit,
+        "the 8-bit flag is stored with the message"
+    );
     for seq in 0..3u32 {
         assert_eq!(
             q.chunk("C1", seq).await.unwrap(),

@@ -214,6 +214,7 @@ async fn a_claim_stops_at_its_byte_budget_but_always_takes_one() {
             head: vec![b'h'; 40],
             chunks: 0,
             tail: vec![b't'; 60],
+            eight_bit: false,
         };
         q.enqueue(m).await.unwrap();
     }
@@ -253,6 +254,7 @@ async fn a_chunked_body_is_stored_with_its_message_and_read_back_in_order() {
             head: b"Subject: big\r\n\r\n".to_vec(),
             chunks: 3,
             tail: b"end\r\n".to_vec(),
+            eight_bit: true,
         };
         q.enqueue(m).await.unwrap();
     }
@@ -261,6 +263,10 @@ async fn a_chunked_body_is_stored_with_its_message_and_read_back_in_order() {
     assert_eq!(c.content.head, b"Subject: big\r\n\r\n");
     assert_eq!(c.content.chunks, 3);
     assert_eq!(c.content.tail, b"end\r\n");
+    assert!(
+        c.content.eight_bit,
+        "the 8-bit flag is stored with the message"
+    );
     for seq in 0..3u32 {
         assert_eq!(
             q.chunk("C1", seq).await.unwrap(),

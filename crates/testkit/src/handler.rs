@@ -56,6 +56,8 @@ struct Transaction {
     data: Vec<u8>,
     /// The DATA lines as received, before dot-unstuffing.
     raw: Vec<u8>,
+    /// MAIL FROM declared `BODY=8BITMIME`.
+    body_8bit: bool,
 }
 
 /// mailin handler enforcing the fake's Postmark rules.
@@ -145,16 +147,11 @@ impl Handler for PostmarkHandler {
         custom(250, "2.1.5 Ok")
     }
 
-    fn data_start(
-        &mut self,
-        _domain: &str,
-        _from: &str,
-        _is8bit: bool,
-        _to: &[String],
-    ) -> Response {
+    fn data_start(&mut self, _domain: &str, _from: &str, is8bit: bool, _to: &[String]) -> Response {
         let mut conn = self.conn.borrow_mut();
         conn.txn.data.clear();
         conn.txn.raw.clear();
+        conn.txn.body_8bit = is8bit;
         mailin::response::OK
     }
 
@@ -182,6 +179,7 @@ impl Handler for PostmarkHandler {
             raw_data: txn.raw,
             tls: conn.tls,
             auth_user: conn.auth_user.clone(),
+            body_8bit: txn.body_8bit,
         };
         lock(&self.shared.messages).push(received);
         self.shared.received.notify_all();

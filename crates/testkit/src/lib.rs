@@ -109,6 +109,8 @@ pub struct Received {
     pub tls: bool,
     /// The username of the successful AUTH on that connection.
     pub auth_user: Option<String>,
+    /// MAIL FROM declared `BODY=8BITMIME`.
+    pub body_8bit: bool,
 }
 
 impl FakePostmark {

@@ -45,6 +45,12 @@ where
             Request::Helo { host } => self.hello(&host, "SMTP"),
             Request::Mail { .. } if has_forbidden_bytes(line) => self.reply(reply::BAD_SENDER),
             Request::Rcpt { .. } if has_forbidden_bytes(line) => self.reply(reply::BAD_RECIPIENT),
+            Request::Mail { from }
+                if from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 || !from.address.is_ascii() =>
+            {
+                self.reply(reply::NO_SMTPUTF8)
+            }
+            Request::Rcpt { to } if !to.address.is_ascii() => self.reply(reply::NO_SMTPUTF8),
             Request::Mail { from } => self.mail(&from.address, from.size as u64),
             Request::Rcpt { to } => self.rcpt(&to.address),
             Request::Data => self.data(),

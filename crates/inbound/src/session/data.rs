@@ -86,6 +86,7 @@ where
             head,
             chunks: received.chunks,
             tail: received.tail,
+            eight_bit: received.eight_bit,
         };
         let chunks = message.chunks;
         match self.store().store(message).await {

@@ -266,8 +266,8 @@ impl PgInspector {
         }
         tx.execute(
             "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks,
-                                   data, state, attempts, next_attempt_at, last_error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                   data, state, attempts, next_attempt_at, last_error, eight_bit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 &m.id,
                 &millis(m.received_at),
@@ -282,6 +282,7 @@ impl PgInspector {
                 &i32::try_from(m.attempts).unwrap_or(i32::MAX),
                 &m.next_attempt_at.map(millis),
                 &m.last_error,
+                &content.eight_bit,
             ],
         )
         .await?;

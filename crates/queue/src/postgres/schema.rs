@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use crate::QueueError;
 
 /// The version this build writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Key of the advisory lock that serialises migrations (any constant
 /// works; this one spells "pmrelay" in ASCII).
@@ -57,6 +57,11 @@ CREATE TABLE chunks (
 );
 ";
 
+/// Version 2: whether a message has 8-bit bytes (`BODY=8BITMIME`).
+const V1_TO_V2: &str = "
+ALTER TABLE messages ADD COLUMN eight_bit BOOLEAN NOT NULL DEFAULT false;
+";
+
 /// Creates `schema` and brings its tables to [`VERSION`]; a newer
 /// version is an error (a newer relay wrote it).
 pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
@@ -75,7 +80,8 @@ pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
         .await?
         .map_or(0, |row| row.get(0));
     let steps: &[&str] = match version {
-        0 => &[V1],
+        0 => &[V1, V1_TO_V2],
+        1 => &[V1_TO_V2],
         VERSION => &[],
         newer => return Err(QueueError::NewerSchema(i64::from(newer))),
     };

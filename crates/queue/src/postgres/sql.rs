@@ -35,8 +35,8 @@ pub async fn enqueue(tx: &Transaction<'_>, m: &NewMessage) -> Result<(), QueueEr
     let received = millis(m.received_at);
     let insert = tx
         .prepare_cached(
-            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $2)",
+            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $2, $10)",
         )
         .await?;
     tx.execute(
@@ -51,6 +51,7 @@ pub async fn enqueue(tx: &Transaction<'_>, m: &NewMessage) -> Result<(), QueueEr
             &content.head,
             &chunks,
             &content.tail,
+            &content.eight_bit,
         ],
     )
     .await?;
@@ -118,17 +119,19 @@ pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<
         .map(|m| i32::try_from(m.content.chunks).unwrap_or(i32::MAX))
         .collect();
     let tails: Vec<&[u8]> = batch.iter().map(|m| m.content.tail.as_slice()).collect();
+    let eight_bit: Vec<bool> = batch.iter().map(|m| m.content.eight_bit).collect();
     tx.execute(
         &tx.prepare_cached(
-            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at)
-             SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at
+            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
+             SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at, eight_bit
              FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
-                         $7::BYTEA[], $8::INTEGER[], $9::BYTEA[])
-                  AS m (id, received_at, sender, upstream, stream, size, head, chunks, data)",
+                         $7::BYTEA[], $8::INTEGER[], $9::BYTEA[], $10::BOOLEAN[])
+                  AS m (id, received_at, sender, upstream, stream, size, head, chunks, data, eight_bit)",
         )
         .await?,
         &[
             &ids, &received, &senders, &upstreams, &streams, &sizes, &heads, &chunks, &tails,
+            &eight_bit,
         ],
     )
     .await?;
@@ -190,7 +193,7 @@ pub async fn claim(
                      UPDATE messages m SET lease_until = $5, lease_owner = $6
                      FROM chosen WHERE m.id = chosen.id
                      RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
-                               m.data, m.attempts, m.next_attempt_at,
+                               m.data, m.attempts, m.next_attempt_at, m.eight_bit,
                                ARRAY(SELECT idx FROM recipients r
                                      WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx),
                                ARRAY(SELECT address FROM recipients r
@@ -213,8 +216,8 @@ pub async fn claim(
     let mut claimed: Vec<(i64, Claimed)> = rows
         .iter()
         .map(|row| {
-            let idx: Vec<i64> = row.get(10);
-            let addresses: Vec<String> = row.get(11);
+            let idx: Vec<i64> = row.get(11);
+            let addresses: Vec<String> = row.get(12);
             let claimed = Claimed {
                 id: row.get(0),
                 received_at: from_millis(row.get(1)),
@@ -230,6 +233,7 @@ pub async fn claim(
                     head: row.get(5),
                     chunks: row.get::<_, i32>(6).max(0) as u32,
                     tail: row.get(7),
+                    eight_bit: row.get(10),
                 },
                 attempts: row.get::<_, i32>(8).max(0) as u32,
             };
