@@ -159,3 +159,95 @@ fn check_explains_a_refused_smtp_token_in_its_own_terms() {
     );
     assert!(!stdout.contains(SECRET) && !String::from_utf8_lossy(&out.stderr).contains(SECRET));
 }
+
+/// One half of an SMTP Token, or a stream on two upstreams, stops the
+/// relay before it starts (exit 64), naming the keys; `config` shows
+/// the token's keys redacted.
+#[test]
+fn token_config_errors_exit_64_naming_the_keys_and_secrets_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        format!("[upstreams.receipts]\nhost = \"smtp.postmarkapp.com\"\nsmtp_access_key = \"{ACCESS}\"\n"),
+    )
+    .unwrap();
+    let out = run_cli(&["serve"], &path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("upstreams.receipts.smtp_secret_key"), "{err}");
+    assert!(!err.contains(ACCESS), "the Access Key is shown: {err}");
+
+    std::fs::write(
+        &path,
+        "[upstreams.a]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"receipts\"]\n[upstreams.b]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"receipts\"]\n",
+    )
+    .unwrap();
+    let out = run_cli(&["config"], &path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("upstreams.b.streams") && err.contains("upstreams.a.streams"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &path,
+        format!("[upstreams.receipts]\nhost = \"smtp.postmarkapp.com\"\nstreams = [\"receipts\"]\nsmtp_access_key = \"{ACCESS}\"\nsmtp_secret_key = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let out = run_cli(&["config"], &path);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shown.contains("smtp_access_key = \"***\""), "{shown}");
+    assert!(
+        !shown.contains(ACCESS) && !shown.contains(SECRET),
+        "{shown}"
+    );
+}
+
+/// `send-test --stream receipts` goes where the relay would send such a
+/// message, the stream's own upstream, logged in with its SMTP Token.
+#[test]
+fn send_test_to_a_stream_uses_its_upstream_and_token() {
+    let t = postmark_with_smtp_token(SECRET);
+    let b = fake();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[postmark]\nserver_token = \"{TOKEN}\"\n",
+            config(&t, &b, SECRET)
+        ),
+    )
+    .unwrap();
+    let out = run_cli(
+        &[
+            "send-test",
+            "--to",
+            "u@example.net",
+            "--from",
+            "app@example.com",
+            "--stream",
+            "receipts",
+        ],
+        &path,
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = t.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got[0].auth_user.as_deref(), Some(ACCESS));
+    assert_eq!(
+        header_values(&got[0].data, "X-PM-Message-Stream"),
+        ["receipts"]
+    );
+}

@@ -32,7 +32,7 @@ pub fn run(config: &Config, args: &SendTestArgs) -> ExitCode {
         (None, false) => None,
     };
     let name = upstream_for(config, stream);
-    let up = match relay_delivery::probe::target(config, name) {
+    let up = match relay_delivery::probe::target(config, &name) {
         Ok(up) => up,
         Err(failure) => {
             eprintln!("postmark-relay send-test: upstream {name}: {failure}");
@@ -76,20 +76,18 @@ pub fn run(config: &Config, args: &SendTestArgs) -> ExitCode {
     }
 }
 
-/// docs/REFERENCE.md routing: a stream listed in `broadcast_streams` goes to the
-/// broadcast upstream, anything else (or none) to the transactional one.
-fn upstream_for(config: &Config, stream: Option<&str>) -> &'static str {
-    let broadcast = stream.is_some_and(|s| {
-        config
-            .routing
-            .broadcast_streams
-            .iter()
-            .any(|b| b.eq_ignore_ascii_case(s))
-    });
-    if broadcast {
-        "broadcast"
-    } else {
-        "transactional"
+/// The upstream a message with `X-PM-Message-Stream: stream` goes to, as
+/// the relay routes it (an upstream's `streams`, then `broadcast_streams`,
+/// else transactional); no stream: transactional.
+fn upstream_for(config: &Config, stream: Option<&str>) -> String {
+    match stream {
+        Some(stream) => {
+            let header = format!("X-PM-Message-Stream: {stream}\r\n\r\n");
+            relay_routing::Router::new(&config.routing)
+                .route("", header.as_bytes())
+                .upstream
+        }
+        None => "transactional".to_string(),
     }
 }
 
