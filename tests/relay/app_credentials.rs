@@ -382,8 +382,12 @@ fn credentials_config_errors_exit_64_naming_key_and_file() {
             "server.accept_auth",
         ),
         (
-            format!("[[clients]]\nname = \"app\"\npassword_hash = \"{good}\"\nsenders = [\"*@x.test\"]\n"),
-            "clients[0].senders",
+            format!("[[clients]]\nname = \"app\"\npassword_hash = \"{good}\"\nrate = \"3/h\"\n"),
+            "clients[0].rate",
+        ),
+        (
+            format!("[[clients]]\nname = \"app\"\npassword_hash = \"{good}\"\nsenders = [\"\"]\n"),
+            "clients[0].senders[0]",
         ),
     ];
     for (toml, key) in cases {
@@ -421,4 +425,68 @@ fn config_command_redacts_client_password_hashes() {
     assert!(printed.contains("password_hash = \"***\""), "{printed}");
     assert!(printed.contains("name = \"app\""), "{printed}");
     assert!(printed.contains("require_tls = true"), "{printed}");
+}
+
+/// `senders`: an authenticated client may send only as its own addresses,
+/// checked on the envelope sender at MAIL FROM and on the `From:` address
+/// after DATA (`550 5.7.1`, nothing stored); the other client, without
+/// `senders`, may use any. Driven by Python's smtplib over STARTTLS.
+#[test]
+fn senders_restrict_a_clients_envelope_sender_and_from_address() {
+    let (t, b) = (fake(), fake());
+    let pki = Pki::new();
+    let (billing, crm) = (hash(BILLING_PW), hash(CRM_PW));
+    let config = with_clients(&pki.server_keys(), &billing, &crm).replace(
+        "name = \"billing\"\n",
+        "name = \"billing\"\nsenders = [\"*@billing.example.com\"]\n",
+    );
+    let relay = relay_for(&t, &b, &config);
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+def session(user, pw):
+    s = smtplib.SMTP("127.0.0.1", {port}, local_hostname="app", timeout=10)
+    s.starttls(context=ctx)
+    s.login(user, pw)
+    return s
+def attempt(label, s, sender, from_header):
+    try:
+        s.sendmail(sender, ["u@example.net"], "From: " + from_header + "\r\nSubject: " + label + "\r\n\r\nx\r\n")
+        print(label, "accepted")
+    except smtplib.SMTPSenderRefused as e:
+        print(label, "sender", e.smtp_code, e.smtp_error.decode())
+    except smtplib.SMTPDataError as e:
+        print(label, "data", e.smtp_code, e.smtp_error.decode())
+    s.rset()
+s = session("billing", {billing_pw:?})
+attempt("own", s, "invoices@Billing.Example.com", "Billing <invoices@billing.example.com>")
+attempt("foreign-envelope", s, "ceo@crm.example.com", "invoices@billing.example.com")
+attempt("foreign-from", s, "invoices@billing.example.com", "CEO <ceo@crm.example.com>")
+s.quit()
+s = session("crm", {crm_pw:?})
+attempt("crm-any", s, "ceo@crm.example.com", "ceo@crm.example.com")
+s.quit()
+"#,
+        ca = pki.ca().display().to_string(),
+        port = relay.addr.port(),
+        billing_pw = BILLING_PW,
+        crm_pw = CRM_PW,
+    );
+    let out = python(&script);
+    let printed = text(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("own accepted"), "{printed}");
+    assert!(
+        printed.contains("foreign-envelope sender 550 5.7.1 Sender <ceo@crm.example.com>")
+            && printed.contains("client billing"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("foreign-from data 550 5.7.1 From: <ceo@crm.example.com>"),
+        "{printed}"
+    );
+    assert!(printed.contains("crm-any accepted"), "{printed}");
+    let got = settle(&relay, &t, Duration::from_secs(10));
+    assert_each_once(&got, &["own".into(), "crm-any".into()]);
 }

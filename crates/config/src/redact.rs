@@ -48,7 +48,14 @@ fn to_raw(config: &Config) -> RawConfig {
             .map(|c| RawClient {
                 name: c.name.clone(),
                 password_hash: REDACTED.to_owned(),
-                senders: None,
+                senders: (!c.senders.is_empty()).then(|| {
+                    figment::value::Value::from(
+                        c.senders
+                            .iter()
+                            .map(|g| g.as_str().to_owned())
+                            .collect::<Vec<_>>(),
+                    )
+                }),
                 upstream: None,
                 stream: None,
                 rate: None,

@@ -80,6 +80,16 @@ pub struct Client {
     /// An argon2id PHC string, checked to parse at load. A [`Secret`]:
     /// a hash still lets an attacker guess offline, so it never prints.
     pub password_hash: Secret,
+    /// Globs the envelope sender and the `From:` address must match
+    /// (`550 5.7.1` otherwise); empty: any sender.
+    pub senders: Vec<Glob>,
+}
+
+impl Client {
+    /// Whether this client may send as `address` (case-insensitive).
+    pub fn may_send_as(&self, address: &str) -> bool {
+        self.senders.is_empty() || self.senders.iter().any(|g| g.is_match(address))
+    }
 }
 
 /// `[queue]`: where the durable store lives.

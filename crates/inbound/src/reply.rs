@@ -54,6 +54,18 @@ pub const ENCRYPTION_REQUIRED: Reply =
 pub const AUTH_MECHANISM: Reply =
     "504 5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN\r\n";
 pub const MESSAGE_TOO_BIG: Reply = "552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+/// The authenticated client may not send as `address` (its `senders`);
+/// `what` is `Sender` (MAIL FROM) or `From:` (the header).
+pub fn sender_not_allowed(what: &str, address: &str, client: &str) -> String {
+    format!(
+        "550 5.7.1 {what} <{}> is not among the senders allowed for client {client}\r\n",
+        relay_message::scrub(address)
+            .chars()
+            .take(200)
+            .collect::<String>()
+    )
+}
+
 /// A non-ASCII address (or SMTPUTF8 asked for): Postmark's SMTP service does
 /// not offer SMTPUTF8, so accepting it would only fail later, out of sight.
 pub const NO_SMTPUTF8: Reply = "553 5.6.7 Non-ASCII addresses (SMTPUTF8) cannot be relayed to Postmark; use an ASCII address\r\n";

@@ -68,10 +68,12 @@ fn settings() -> relay_config::Server {
             Client {
                 name: "billing".into(),
                 password_hash: Secret::new(hash("bill-pw")),
+                senders: vec![],
             },
             Client {
                 name: "crm".into(),
                 password_hash: Secret::new(hash("crm-pw")),
+                senders: vec![],
             },
         ],
     }

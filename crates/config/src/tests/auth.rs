@@ -224,7 +224,6 @@ fn keys_of_later_slices_are_refused_not_ignored() {
         let err = load_err(jail, Some("relay.toml"));
         for key in [
             "server.rate",
-            "clients[0].senders",
             "clients[0].upstream",
             "clients[0].stream",
             "clients[0].rate",
@@ -234,6 +233,33 @@ fn keys_of_later_slices_are_refused_not_ignored() {
                 "{err}"
             );
         }
+    });
+}
+
+/// `senders`: a list of globs (or one), matched case-insensitively
+/// against the whole address; an empty pattern names its key.
+#[test]
+fn client_senders_are_globs() {
+    jail(|jail| {
+        let h = hash("pw");
+        file(
+            jail,
+            "relay.toml",
+            &format!("[[clients]]\nname = \"app\"\npassword_hash = \"{h}\"\nsenders = [\"*@Example.com\", \"ops@other.test\"]\n"),
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        let app = &config.server.clients[0];
+        assert!(app.may_send_as("billing@example.com"));
+        assert!(app.may_send_as("OPS@other.test"));
+        assert!(!app.may_send_as("billing@example.com.evil.test"));
+        assert!(!app.may_send_as("ceo@other.test"));
+        file(
+            jail,
+            "bad.toml",
+            &format!("[[clients]]\nname = \"app\"\npassword_hash = \"{h}\"\nsenders = \"\"\n"),
+        );
+        let err = load_err(jail, Some("bad.toml"));
+        problem(&err, "clients[0].senders[0]");
     });
 }
 

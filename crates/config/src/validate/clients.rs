@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use crate::raw::{RawClient, RawServer};
 use crate::report::Problems;
-use crate::{Client, Secret};
+use figment::value::Value;
+
+use crate::{Client, Glob, Secret};
 
 /// Said of every contract key this version reads but does not act on yet,
 /// so an operator never believes a policy is enforced when it is not.
@@ -19,7 +21,6 @@ pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>
     for (i, c) in raw.iter().enumerate() {
         let key = format!("clients[{i}]");
         for (field, value) in [
-            ("senders", &c.senders),
             ("upstream", &c.upstream),
             ("stream", &c.stream),
             ("rate", &c.rate),
@@ -47,12 +48,41 @@ pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>
             p.add(format!("{key}.password_hash"), why);
             ok = false;
         }
+        let senders = senders(c.senders.as_ref(), &format!("{key}.senders"), p);
+        ok &= senders.is_some();
         clients.push(Client {
             name: name.to_owned(),
             password_hash: Secret::new(c.password_hash.trim()),
+            senders: senders.unwrap_or_default(),
         });
     }
     ok.then_some(clients)
+}
+
+/// `senders`: a list of globs (or one), each compiled; none means any
+/// sender.
+fn senders(value: Option<&Value>, key: &str, p: &mut Problems) -> Option<Vec<Glob>> {
+    let items: Vec<&Value> = match value {
+        None => return Some(Vec::new()),
+        Some(Value::Array(_, items)) => items.iter().collect(),
+        Some(one) => vec![one],
+    };
+    let mut globs = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let pattern = item.as_str().map(str::trim).unwrap_or_default();
+        match Glob::new(pattern) {
+            Ok(glob) if !pattern.is_empty() => globs.push(glob),
+            _ => {
+                p.add(
+                    format!("{key}[{i}]"),
+                    "must be an address glob, e.g. \"*@billing.example.com\" or \"noreply@example.com\"",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(globs)
 }
 
 /// A PHC string argon2 can verify against: argon2id, with salt, hash and

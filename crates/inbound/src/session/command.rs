@@ -127,6 +127,8 @@ where
             self.reply(reply::NESTED_MAIL);
         } else if declared_size > self.settings().max_message_size {
             self.reply(reply::MESSAGE_TOO_BIG);
+        } else if let Some(refused) = self.refuse_sender("Sender", address) {
+            self.reply(refused);
         } else {
             self.tx = Some(Transaction {
                 sender: address.to_string(),
@@ -135,6 +137,15 @@ where
             });
             self.reply(reply::SENDER_OK);
         }
+    }
+
+    /// The reply refusing `address` under the authenticated client's
+    /// `senders`, if it is refused. The null sender passes (bounces carry
+    /// no sender); its `From:` is still checked after DATA.
+    pub(crate) fn refuse_sender(&self, what: &str, address: &str) -> Option<String> {
+        let client = self.authenticated_client()?;
+        (!address.is_empty() && !client.may_send_as(address))
+            .then(|| reply::sender_not_allowed(what, address, &client.name))
     }
 
     fn rcpt(&mut self, address: &str) {

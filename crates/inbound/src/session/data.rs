@@ -62,6 +62,15 @@ where
         let size = incoming.decoder.size();
         let id = incoming.id.clone();
         let received = incoming.finish();
+        let from = relay_message::find(&received.head, "From")
+            .and_then(|value| relay_message::first_address(&value));
+        if let Some(refused) = from.and_then(|from| self.refuse_sender("From:", &from)) {
+            tracing::info!(client = %self.client(), sender = %tx.sender, "Message refused: From: not among the client's senders.");
+            if received.chunks > 0 {
+                self.store().discard(&id).await;
+            }
+            return self.reply(refused);
+        }
         let (helo, protocol) = self.helo.clone().unwrap_or_default();
         let head = add_headers(
             received.head,

@@ -322,6 +322,12 @@ where
         self.stream.is_tls()
     }
 
+    /// The `[[clients]]` entry this session authenticated as, if any.
+    pub(crate) fn authenticated_client(&self) -> Option<&relay_config::Client> {
+        let name = self.client_name.as_deref()?;
+        self.settings.clients.iter().find(|c| c.name == name)
+    }
+
     /// Loopback clients are trusted with plain text (same host); every
     /// other client must encrypt before sending credentials.
     pub(crate) fn is_loopback(&self) -> bool {
