@@ -37,6 +37,22 @@ fn config(t: &FakePostmark, b: &FakePostmark, secret: &str) -> String {
     )
 }
 
+/// [`config`] with the token in the file, written for the one-off
+/// commands (`check`, `send-test`), which get no token from the harness.
+fn config_file_for_commands(
+    t: &FakePostmark,
+    b: &FakePostmark,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    let text = format!(
+        "{}\n[postmark]\nserver_token = \"{TOKEN}\"\n",
+        config(t, b, SECRET)
+    );
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
 fn with_stream(tag: &str, stream: &str) -> Vec<u8> {
     let mut m = format!("X-PM-Message-Stream: {stream}\r\n").into_bytes();
     m.extend_from_slice(&message(tag));
@@ -128,16 +144,7 @@ fn a_wrong_secret_key_pauses_its_upstream_with_the_tokens_explanation_and_fails_
 fn check_explains_a_refused_smtp_token_in_its_own_terms() {
     let t = postmark_with_smtp_token("the-right-secret");
     let b = fake();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n[postmark]\nserver_token = \"{TOKEN}\"\n",
-            config(&t, &b, SECRET)
-        ),
-    )
-    .unwrap();
+    let (_dir, path) = config_file_for_commands(&t, &b);
     let out = run_cli(&["check"], &path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -216,16 +223,7 @@ fn token_config_errors_exit_64_naming_the_keys_and_secrets_are_redacted() {
 fn send_test_to_a_stream_uses_its_upstream_and_token() {
     let t = postmark_with_smtp_token(SECRET);
     let b = fake();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n[postmark]\nserver_token = \"{TOKEN}\"\n",
-            config(&t, &b, SECRET)
-        ),
-    )
-    .unwrap();
+    let (_dir, path) = config_file_for_commands(&t, &b);
     let out = run_cli(
         &[
             "send-test",

@@ -124,11 +124,7 @@ pub fn run(config: Option<PathBuf>, args: Vec<String>) -> ExitCode {
         Err(e) => {
             let _ = writeln!(io::stderr(), "sendmail: {e}");
             if matches!(e, SubmitError::Unreachable(_)) {
-                let _ = writeln!(
-                    io::stderr(),
-                    "sendmail: the relay's address {addr} comes from {}; is `postmark-relay serve` running there?",
-                    relay.listen_from
-                );
+                let _ = writeln!(io::stderr(), "{}", where_from(addr, &relay.listen_from));
             }
             ExitCode::from(match e {
                 SubmitError::Unreachable(_) | SubmitError::Temporary(_) => EX_TEMPFAIL,
@@ -181,6 +177,14 @@ fn prepare(opts: &Options, raw: &[u8], local_user: &str) -> Option<Prepared> {
         recipients,
         data: message.to_bytes(),
     })
+}
+
+/// The line that follows "cannot reach the relay": where its address came
+/// from, so the operator knows what to check.
+pub(crate) fn where_from(addr: std::net::SocketAddr, listen_from: &str) -> String {
+    format!(
+        "sendmail: the relay's address {addr} comes from {listen_from}; is `postmark-relay serve` running there?"
+    )
 }
 
 /// Every recipient as full addresses (aliases expanded, bare names

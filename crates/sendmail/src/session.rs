@@ -28,10 +28,8 @@ pub fn proxy(addr: SocketAddr, listen_from: &str) -> ExitCode {
                 "421 4.3.2 postmark-relay sendmail: cannot reach the relay at {addr}\r\n"
             );
             let _ = stdout.flush();
-            eprintln!(
-                "sendmail: cannot connect to the relay at {addr}: {e}\n\
-                 sendmail: the relay's address {addr} comes from {listen_from}; is `postmark-relay serve` running there?"
-            );
+            eprintln!("sendmail: cannot connect to the relay at {addr}: {e}");
+            eprintln!("{}", crate::where_from(addr, listen_from));
             return ExitCode::from(EX_TEMPFAIL);
         }
     };

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::positive_duration;
-use super::token::secret;
+use super::token::{read_secret_file, secret};
 use crate::raw::RawQueue;
 use crate::report::Problems;
 use crate::{Queue, QueueBackend, Secret};
@@ -76,15 +76,9 @@ fn url(raw: &RawQueue, p: &mut Problems) -> Option<Option<Secret>> {
         Some(url) => (url, "queue.url"),
         None => match raw.url_file.trim() {
             "" => return Some(None),
-            file => match std::fs::read_to_string(file) {
-                Ok(text) => match secret(&text) {
-                    Some(url) => (url, "queue.url_file"),
-                    None => return Some(None),
-                },
-                Err(e) => {
-                    p.add("queue.url_file", format!("cannot read {file}: {e}"));
-                    return None;
-                }
+            file => match read_secret_file(Path::new(file), "queue.url_file", p)? {
+                Some(url) => (url, "queue.url_file"),
+                None => return Some(None),
             },
         },
     };

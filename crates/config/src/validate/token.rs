@@ -19,7 +19,7 @@ pub(super) fn postmark(
     };
     let from_file = match &server_token_file {
         None => None,
-        Some(path) => Some(read_token_file(path, p)?),
+        Some(path) => Some(read_secret_file(path, "postmark.server_token_file", p)?),
     };
     let server_token = secret(&raw.server_token)
         .or_else(|| env_token.and_then(secret))
@@ -36,15 +36,13 @@ pub(super) fn secret(text: &str) -> Option<Secret> {
     (!text.is_empty()).then(|| Secret::new(text))
 }
 
-/// `Some(None)` for an empty file, `None` (with a problem) if unreadable.
-fn read_token_file(path: &Path, p: &mut Problems) -> Option<Option<Secret>> {
+/// The secret in the file named by `key`, trimmed: `Some(None)` for an
+/// empty file, `None` (with a problem naming `key`) if unreadable.
+pub(super) fn read_secret_file(path: &Path, key: &str, p: &mut Problems) -> Option<Option<Secret>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Some(secret(&text)),
         Err(e) => {
-            p.add(
-                "postmark.server_token_file",
-                format!("cannot read {}: {e}", path.display()),
-            );
+            p.add(key, format!("cannot read {}: {e}", path.display()));
             None
         }
     }

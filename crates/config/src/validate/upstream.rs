@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use super::token::secret;
+use super::token::{read_secret_file, secret};
 use super::{count, positive_duration};
 use crate::raw::RawUpstream;
 use crate::report::Problems;
@@ -79,16 +79,7 @@ fn smtp_token(
     let access_key = secret(&raw.smtp_access_key);
     let secret_key = match (secret(&raw.smtp_secret_key), secret_key_file) {
         (Some(secret_key), _) => Some(secret_key),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(text) => secret(&text),
-            Err(e) => {
-                p.add(
-                    key("smtp_secret_key_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                return None;
-            }
-        },
+        (None, Some(path)) => read_secret_file(path, &key("smtp_secret_key_file"), p)?,
         (None, None) => None,
     };
     match (access_key, secret_key) {

@@ -18,6 +18,17 @@ pub enum Store {
     Shared(PgInspector, Runtime),
 }
 
+/// Calls the same method on whichever queue this is, waiting for the
+/// shared queue's answer on its runtime.
+macro_rules! on_either {
+    ($self:ident, $q:ident => $call:expr) => {
+        match $self {
+            Store::Local($q) => $call,
+            Store::Shared($q, runtime) => runtime.block_on($call),
+        }
+    };
+}
+
 /// Why the queue could not be opened, in words for the user.
 pub type OpenError = String;
 
@@ -44,58 +55,37 @@ impl Store {
 
     /// Every message (or those in `state`), oldest first.
     pub fn list(&self, state: Option<State>) -> Result<Vec<MessageInfo>, QueueError> {
-        match self {
-            Store::Local(q) => q.list(state),
-            Store::Shared(q, rt) => rt.block_on(q.list(state)),
-        }
+        on_either!(self, q => q.list(state))
     }
 
     /// One message, if it is in the queue.
     pub fn show(&self, id: &str) -> Result<Option<MessageInfo>, QueueError> {
-        match self {
-            Store::Local(q) => q.show(id),
-            Store::Shared(q, rt) => rt.block_on(q.show(id)),
-        }
+        on_either!(self, q => q.show(id))
     }
 
     /// The stored message to `out` a piece at a time; `false` if unknown.
     pub fn write_raw(&self, id: &str, out: &mut dyn Write) -> Result<bool, QueueError> {
-        match self {
-            Store::Local(q) => q.write_raw(id, out),
-            Store::Shared(q, rt) => rt.block_on(q.write_raw(id, out)),
-        }
+        on_either!(self, q => q.write_raw(id, out))
     }
 
     /// Makes one message due now; `false` if unknown.
     pub fn retry(&self, id: &str) -> Result<bool, QueueError> {
-        match self {
-            Store::Local(q) => q.retry(id),
-            Store::Shared(q, rt) => rt.block_on(q.retry(id)),
-        }
+        on_either!(self, q => q.retry(id))
     }
 
     /// Makes every message due now; how many.
     pub fn retry_all(&self) -> Result<usize, QueueError> {
-        match self {
-            Store::Local(q) => q.retry_all(),
-            Store::Shared(q, rt) => rt.block_on(q.retry_all()),
-        }
+        on_either!(self, q => q.retry_all())
     }
 
     /// Removes a message unless a delivery holds it.
     pub fn delete(&self, id: &str) -> Result<Deleted, QueueError> {
-        match self {
-            Store::Local(q) => q.delete(id),
-            Store::Shared(q, rt) => rt.block_on(q.delete(id)),
-        }
+        on_either!(self, q => q.delete(id))
     }
 
     /// Counts by state and upstream, and the oldest waiting message.
     pub fn stats(&self) -> Result<Stats, QueueError> {
-        match self {
-            Store::Local(q) => q.stats(),
-            Store::Shared(q, rt) => rt.block_on(q.stats()),
-        }
+        on_either!(self, q => q.stats())
     }
 }
 

@@ -13,64 +13,11 @@ use crate::{
     RetryPolicy,
 };
 
-pub async fn enqueue(tx: &Transaction<'_>, m: &NewMessage) -> Result<(), QueueError> {
-    let content = &m.content;
-    let chunks = i32::try_from(content.chunks).unwrap_or(i32::MAX);
-    if chunks > 0 {
-        let stored: i64 = tx
-            .query_one(
-                &tx.prepare_cached("SELECT COUNT(*) FROM chunks WHERE message_id = $1")
-                    .await?,
-                &[&m.id],
-            )
-            .await?
-            .get(0);
-        if stored != i64::from(chunks) {
-            return Err(QueueError::MissingChunk(
-                m.id.clone(),
-                u32::try_from(stored).unwrap_or(u32::MAX),
-            ));
-        }
-    }
-    let received = millis(m.received_at);
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $2, $10)",
-        )
-        .await?;
-    tx.execute(
-        &insert,
-        &[
-            &m.id,
-            &received,
-            &m.sender,
-            &m.upstream,
-            &m.stream,
-            &i64::try_from(m.size).unwrap_or(i64::MAX),
-            &content.head,
-            &chunks,
-            &content.tail,
-            &content.eight_bit,
-        ],
-    )
-    .await?;
-    let idx: Vec<i64> = (0..m.recipients.len() as i64).collect();
-    let rcpts = tx
-        .prepare_cached(
-            "INSERT INTO recipients (message_id, idx, address, state)
-             SELECT $1, idx, address, 'pending' FROM unnest($2::BIGINT[], $3::TEXT[]) AS r (idx, address)",
-        )
-        .await?;
-    tx.execute(&rcpts, &[&m.id, &idx, &m.recipients]).await?;
-    Ok(())
-}
-
 /// Inserts a whole batch of messages and their recipients in two
 /// statements (one round trip each, however many messages): the fast path
 /// of the group commit. Any error means the caller's transaction must be
-/// rolled back and the messages stored one by one with [`enqueue`] to find
-/// out which one failed.
+/// rolled back and the messages stored one by one (a batch of one each, in
+/// its own savepoint) to find out which one failed.
 pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<(), QueueError> {
     let chunked: Vec<&str> = batch
         .iter()

@@ -81,7 +81,7 @@ async fn commit(
     let mut results = Vec::with_capacity(batch.len());
     for message in &messages {
         let savepoint = tx.savepoint("message").await?;
-        let result = sql::enqueue(&savepoint, message).await;
+        let result = sql::enqueue_all(&savepoint, &[*message]).await;
         match result {
             Ok(()) => savepoint.commit().await?,
             Err(_) => savepoint.rollback().await?,
