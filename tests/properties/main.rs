@@ -336,6 +336,7 @@ fn router(rules: Vec<Rule>) -> Router {
         default: "transactional".into(),
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
         stream_upstreams: Default::default(),
+        clients: Default::default(),
         rules,
     })
 }

@@ -41,7 +41,7 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) 
 }
 
 /// The value of a metric line starting with `prefix` (name + labels).
-fn metric(body: &str, prefix: &str) -> Option<f64> {
+pub(crate) fn metric(body: &str, prefix: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -32,7 +32,7 @@ fn hash_password(input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn hash(password: &str) -> String {
+pub(crate) fn hash(password: &str) -> String {
     let out = hash_password(&format!("{password}\n"));
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -382,7 +382,7 @@ fn credentials_config_errors_exit_64_naming_key_and_file() {
             "server.accept_auth",
         ),
         (
-            format!("[[clients]]\nname = \"app\"\npassword_hash = \"{good}\"\nrate = \"3/h\"\n"),
+            format!("[[clients]]\nname = \"app\"\npassword_hash = \"{good}\"\nrate = \"3/week\"\n"),
             "clients[0].rate",
         ),
         (

@@ -34,6 +34,7 @@ fn fill_queue(folder: &std::path::Path, n: usize) {
             max_delay: Duration::from_millis(500),
             multiplier: 2.0,
             give_up_after: Duration::from_secs(72 * 3600),
+            keep_history: true,
         };
         let queue = SqliteQueue::open(folder, policy).unwrap();
         let base = SystemTime::now() - Duration::from_secs(3600);
@@ -53,6 +54,7 @@ fn fill_queue(folder: &std::path::Path, n: usize) {
                             upstream: "transactional".into(),
                             stream: None,
                             size: 0,
+                            client: None,
                             content: relay_queue::Content::whole(message(&tag)),
                         })
                         .await

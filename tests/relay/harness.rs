@@ -565,14 +565,35 @@ pub fn assert_each_once(got: &[Received], want: &[String]) {
 
 /// Runs `postmark-relay ARGS -c CONFIG` with no token or overrides from the
 /// test's environment, and returns its output.
+/// A command that has not exited after [`CLI_LIMIT`] is killed and the
+/// test fails: a `serve` expected to refuse its config must not hang the
+/// suite when it starts instead.
 pub fn run_cli(args: &[&str], config: &Path) -> Output {
-    cli_command(&[])
+    let mut child = cli_command(&[])
         .args(args)
         .arg("-c")
         .arg(config)
-        .output()
-        .expect("postmark-relay runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("postmark-relay runs");
+    let started = Instant::now();
+    while child.try_wait().expect("wait for postmark-relay").is_none() {
+        if started.elapsed() > CLI_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("postmark-relay output");
+            panic!(
+                "postmark-relay {args:?} still ran after {CLI_LIMIT:?}; its log:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("postmark-relay output")
 }
+
+/// The longest a one-shot command may take in a test.
+pub const CLI_LIMIT: Duration = Duration::from_secs(60);
 
 /// The binary (after `enter`, a command prefix; see [`QueueDir`]), with
 /// nothing from the test's environment that configures it.

@@ -142,7 +142,7 @@ fn refused_commands_are_logged_with_client_command_and_reply() {
     c.cmd("QUIT");
     let size = relay.wait_log("SIZE=5000", Duration::from_secs(10));
     assert!(
-        size.contains("Refused a command.") && size.contains("552") && size.contains("client="),
+        size.contains("Refused a command.") && size.contains("552") && size.contains("peer="),
         "{size}"
     );
     let rcpt = relay.wait_log("RCPT TO:<root>", Duration::from_secs(10));

@@ -7,6 +7,7 @@ mod abuse;
 mod admin;
 mod app_credentials;
 mod check;
+mod client_policy;
 mod clients;
 mod config_command;
 mod credentials;

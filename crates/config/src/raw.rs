@@ -93,10 +93,10 @@ pub(crate) struct RawServer {
     pub tls_key_file: String,
     pub require_tls: bool,
     pub require_auth: bool,
-    /// In the contract but not built yet: read only to be refused with a
-    /// clear message instead of "unknown field".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<Value>,
+    /// Per client IP for sessions without AUTH, e.g. `"600/m"`; `""` =
+    /// unlimited.
+    #[serde(deserialize_with = "lenient::text")]
+    pub rate: String,
 }
 
 impl Default for RawServer {
@@ -115,14 +115,13 @@ impl Default for RawServer {
             tls_key_file: String::new(),
             require_tls: false,
             require_auth: false,
-            rate: None,
+            rate: String::new(),
         }
     }
 }
 
-/// One `[[clients]]` entry: an app's AUTH credentials. `senders`,
-/// `upstream`, `stream` and `rate` are in the contract but not built yet:
-/// they are read only to be refused with a clear message.
+/// One `[[clients]]` entry: an app's AUTH credentials, the senders it may
+/// use, its own routing and rate. An empty string means "not set".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClient {
@@ -132,12 +131,12 @@ pub(crate) struct RawClient {
     pub password_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub senders: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub upstream: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub stream: String,
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub rate: String,
 }
 
 /// `[queue]`. `path` is the embedded store's; `url` to `lease` are the
@@ -159,6 +158,9 @@ pub(crate) struct RawQueue {
     pub schema: String,
     #[serde(deserialize_with = "lenient::text")]
     pub lease: String,
+    /// How long the delivery history keeps a finished message; `"0s"` off.
+    #[serde(deserialize_with = "lenient::text")]
+    pub history: String,
 }
 
 impl Default for RawQueue {
@@ -171,6 +173,7 @@ impl Default for RawQueue {
             ca_file: String::new(),
             schema: "postmark_relay".into(),
             lease: "2m".into(),
+            history: "7d".into(),
         }
     }
 }

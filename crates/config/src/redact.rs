@@ -25,6 +25,8 @@ pub fn to_redacted_toml(config: &Config) -> String {
 
 fn to_raw(config: &Config) -> RawConfig {
     let server = &config.server;
+    let route = |c: &crate::Client| config.routing.clients.get(&c.name);
+    let rate = |r: Option<crate::Rate>| r.map(|r| r.to_string()).unwrap_or_default();
     RawConfig {
         server: RawServer {
             listen: strings(&server.listen),
@@ -40,7 +42,7 @@ fn to_raw(config: &Config) -> RawConfig {
             tls_key_file: path(server.tls.as_ref().map(|t| &t.key_file)),
             require_tls: server.require_tls,
             require_auth: server.require_auth,
-            rate: None,
+            rate: rate(server.rate),
         },
         clients: server
             .clients
@@ -56,9 +58,11 @@ fn to_raw(config: &Config) -> RawConfig {
                             .collect::<Vec<_>>(),
                     )
                 }),
-                upstream: None,
-                stream: None,
-                rate: None,
+                upstream: route(c)
+                    .and_then(|r| r.upstream.clone())
+                    .unwrap_or_default(),
+                stream: route(c).and_then(|r| r.stream.clone()).unwrap_or_default(),
+                rate: rate(c.rate),
             })
             .collect(),
         queue: RawQueue {
@@ -84,6 +88,7 @@ fn to_raw(config: &Config) -> RawConfig {
                 .unwrap_or_default(),
             schema: config.queue.schema.clone(),
             lease: format_duration(config.queue.lease),
+            history: format_duration(config.queue.history),
         },
         postmark: RawPostmark {
             server_token: redact(config.postmark.server_token.as_ref()),

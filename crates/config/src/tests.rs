@@ -92,6 +92,7 @@ fn defaults_equal_design() {
                 tls: None,
                 require_tls: false,
                 require_auth: false,
+                rate: None,
                 clients: vec![],
             },
             queue: Queue {
@@ -102,6 +103,7 @@ fn defaults_equal_design() {
                 ca_file: None,
                 schema: "postmark_relay".into(),
                 lease: Duration::from_secs(120),
+                history: Duration::from_secs(7 * 86_400),
             },
             postmark: Postmark {
                 server_token: None,
@@ -118,6 +120,7 @@ fn defaults_equal_design() {
                 default: "transactional".into(),
                 broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
                 stream_upstreams: BTreeMap::new(),
+                clients: BTreeMap::new(),
                 rules: vec![],
             },
             retry: Retry {

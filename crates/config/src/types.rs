@@ -56,9 +56,36 @@ pub struct Server {
     pub require_tls: bool,
     /// Every client, loopback included, must AUTH before MAIL.
     pub require_auth: bool,
+    /// Per client IP, for sessions that did not AUTH: messages (MAIL
+    /// commands) allowed; `None`: unlimited.
+    pub rate: Option<Rate>,
     /// `[[clients]]`: when any is given, AUTH checks these credentials.
     /// Kept here because the inbound stage is their only reader.
     pub clients: Vec<Client>,
+}
+
+/// `server.rate` and `clients[].rate`: a token bucket holding `count`
+/// messages, refilled at `count` per `per` (so the burst equals the
+/// per-period count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Messages per period, and the burst.
+    pub count: u32,
+    /// The period: one second, minute, hour or day.
+    pub per: Duration,
+}
+
+impl std::fmt::Display for Rate {
+    /// As written in the config: `"600/m"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            3600 => "h",
+            _ => "d",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
 }
 
 /// `server.tls_cert_file` and `server.tls_key_file`, both checked to load
@@ -70,6 +97,10 @@ pub struct TlsFiles {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
 }
+
+/// The `client` metrics label of sessions that did not AUTH; no
+/// `[[clients]]` entry may take the name.
+pub const ANONYMOUS_CLIENT: &str = "anonymous";
 
 /// One `[[clients]]` entry: an app that authenticates with its own
 /// name and password.
@@ -83,6 +114,9 @@ pub struct Client {
     /// Globs the envelope sender and the `From:` address must match
     /// (`550 5.7.1` otherwise); empty: any sender.
     pub senders: Vec<Glob>,
+    /// Messages allowed across all the client's sessions; `None`:
+    /// unlimited.
+    pub rate: Option<Rate>,
 }
 
 impl Client {
@@ -113,6 +147,9 @@ pub struct Queue {
     /// How long a claimed message stays with one replica if that replica
     /// stops renewing it (it died); then another takes it.
     pub lease: Duration,
+    /// How long the delivery history keeps the metadata of a message that
+    /// left the queue; zero: no history is written.
+    pub history: Duration,
 }
 
 /// Where the queue is kept.
@@ -230,6 +267,20 @@ pub struct Routing {
     pub stream_upstreams: BTreeMap<String, String>,
     /// Checked in order; the first rule whose conditions all hold wins.
     pub rules: Vec<Rule>,
+    /// `[[clients]]` name → its `upstream`/`stream`, for the clients that
+    /// set either: they decide instead of the rules.
+    pub clients: BTreeMap<String, ClientRoute>,
+}
+
+/// A `[[clients]]` entry's own routing: its mail goes to `upstream`
+/// whatever the rules say, and carries `stream` unless the message names
+/// its own `X-PM-Message-Stream`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientRoute {
+    /// Upstream name; validated to exist.
+    pub upstream: Option<String>,
+    /// The stream added as `X-PM-Message-Stream` when the message has none.
+    pub stream: Option<String>,
 }
 
 /// One `[[routing.rules]]` entry, its globs compiled.

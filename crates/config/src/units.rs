@@ -25,6 +25,31 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration ({e}; e.g. \"5s\", \"15m\", \"72h\")"))
 }
 
+/// `"600/m"`, `"10000/h"`: a count per second (`s`), minute (`m`), hour
+/// (`h`) or day (`d`).
+pub(crate) fn parse_rate(text: &str) -> Result<crate::Rate, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a rate: a count per s, m, h or d, e.g. \"600/m\" or \"10000/h\" (\"\" = unlimited)"
+        )
+    };
+    let (count, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(86_400),
+        _ => return Err(bad()),
+    };
+    if count == 0 {
+        return Err(format!(
+            "`{text}` would refuse every message; give a count of at least 1 (\"\" = unlimited)"
+        ));
+    }
+    Ok(crate::Rate { count, per })
+}
+
 /// The largest whole unit that states `size` exactly, e.g. `"10MB"`.
 pub(crate) fn format_size(size: u64) -> String {
     const UNITS: [(u64, &str); 6] = [

@@ -5,7 +5,9 @@
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
-use relay_inbound::{ReceivedMessage, Store};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use relay_inbound::{ReceivedMessage, Refusal, Store};
 use relay_queue::{Content, NewMessage, Queue, QueueError};
 use relay_routing::{Router, SenderRewrite};
 
@@ -15,7 +17,44 @@ pub struct Ingest<Q> {
     /// Replaced on reload; sessions pick up the new rules at once.
     rules: RwLock<Arc<Rules>>,
     queue: Q,
-    received: Counter,
+    metrics: IngestMetrics,
+}
+
+/// `client="<name>"`, and `reason` for refusals.
+type ClientLabels = Vec<(&'static str, String)>;
+
+/// What ingest counts for `/metrics`: every message queued, and per
+/// `[[clients]]` name the messages queued and the MAILs refused by policy.
+#[derive(Debug, Clone, Default)]
+pub struct IngestMetrics {
+    /// Messages queued (each got a `250`).
+    pub received: Counter,
+    /// Messages queued per authenticated client.
+    pub client_received: Family<ClientLabels, Counter>,
+    /// MAIL commands refused by a rate limit or sender policy, per client
+    /// (`anonymous` for sessions without AUTH) and reason.
+    pub client_refused: Family<ClientLabels, Counter>,
+}
+
+impl IngestMetrics {
+    /// Registers the three under the `postmark_relay_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "postmark_relay_messages_received",
+            "Messages accepted and queued (each got a 250)",
+            self.received.clone(),
+        );
+        registry.register(
+            "postmark_relay_client_messages_received",
+            "Messages accepted and queued, per authenticated [[clients]] name",
+            self.client_received.clone(),
+        );
+        registry.register(
+            "postmark_relay_client_refused",
+            "MAIL commands refused by a rate limit (reason=rate) or sender policy (reason=sender), per client (anonymous: no AUTH)",
+            self.client_refused.clone(),
+        );
+    }
 }
 
 /// The router and the sender rewrite, swapped together on reload so no
@@ -28,12 +67,12 @@ struct Rules {
 
 impl<Q> Ingest<Q> {
     /// A store routing with `router` and rewriting with `rewrite` (`None`:
-    /// off) into `queue`, counting in `received`.
+    /// off) into `queue`, counting in `metrics`.
     pub fn new(
         router: Router,
         rewrite: Option<SenderRewrite>,
         queue: Q,
-        received: Counter,
+        metrics: IngestMetrics,
     ) -> Self {
         Ingest {
             rules: RwLock::new(Arc::new(Rules {
@@ -41,7 +80,7 @@ impl<Q> Ingest<Q> {
                 rewrite,
             })),
             queue,
-            received,
+            metrics,
         }
     }
 
@@ -63,6 +102,17 @@ impl<Q: Queue> Store for Ingest<Q> {
         self.queue.append(id, seq, chunk).await
     }
 
+    fn refused(&self, client: Option<&str>, reason: Refusal) {
+        let client = client.unwrap_or(relay_config::ANONYMOUS_CLIENT).to_owned();
+        self.metrics
+            .client_refused
+            .get_or_create(&vec![
+                ("client", client),
+                ("reason", reason.as_str().to_owned()),
+            ])
+            .inc();
+    }
+
     async fn discard(&self, id: &str) {
         if let Err(e) = self.queue.discard(id).await {
             tracing::warn!(queue_id = %id, error = %e, "Could not drop the body of a message not stored; it goes at the next start.");
@@ -74,7 +124,9 @@ impl<Q: Queue> Store for Ingest<Q> {
         // Route on the original sender and headers, then rewrite: rules are
         // written against what the app sends, not against the one verified
         // sender every rewritten message ends up with.
-        let route = rules.router.route(&m.sender, &m.head);
+        let route = rules
+            .router
+            .route_client(m.client_name.as_deref(), &m.sender, &m.head);
         let (id, peer, size, rcpt_count) = (m.id.clone(), m.client, m.size, m.recipients.len());
         let client = m.client_name.clone().unwrap_or_default();
         if let Some(rewritten) = rules
@@ -102,6 +154,7 @@ impl<Q: Queue> Store for Ingest<Q> {
                 upstream: route.upstream.clone(),
                 stream: route.stream.clone(),
                 size: m.size,
+                client: m.client_name,
                 content: Content {
                     head: m.head,
                     chunks: m.chunks,
@@ -110,7 +163,13 @@ impl<Q: Queue> Store for Ingest<Q> {
                 },
             })
             .await?;
-        self.received.inc();
+        self.metrics.received.inc();
+        if !client.is_empty() {
+            self.metrics
+                .client_received
+                .get_or_create(&vec![("client", client.clone())])
+                .inc();
+        }
         tracing::info!(
             queue_id = %id,
             %peer,

@@ -13,6 +13,7 @@
 mod admin;
 mod held;
 mod ingest;
+mod prune;
 mod reload;
 mod supervisor;
 
@@ -21,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
 use relay_config::QueueBackend;
 use relay_config::{Config, Loaded};
 use relay_queue::{AnyQueue, PgQueue, PgSettings, RetryPolicy, SqliteQueue};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, IngestMetrics};
 use crate::reload::Reloader;
 use crate::supervisor::Supervisor;
 
@@ -118,7 +118,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
     let sessions = TaskTracker::new();
     let deliveries = TaskTracker::new();
     let metrics = Arc::new(relay_delivery::Metrics::default());
-    let received = Counter::default();
+    let ingest_metrics = IngestMetrics::default();
 
     let supervisor = Arc::new(Supervisor::start(
         &config,
@@ -127,6 +127,11 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
         shutdown.clone(),
         deliveries.clone(),
     )?);
+    tokio::spawn(prune::run(
+        queue.clone(),
+        config.queue.history,
+        shutdown.clone(),
+    ));
     tokio::spawn(held::remind(
         supervisor.clone(),
         queue.clone(),
@@ -137,7 +142,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
         Router::new(&config.routing),
         SenderRewrite::new(&config.rewrite),
         queue.clone(),
-        received.clone(),
+        ingest_metrics.clone(),
     ));
     if let Some(listener) = admin_listener {
         let address = listener
@@ -146,7 +151,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
             .unwrap_or_default();
         tracing::info!(address = %address, "Admin endpoint listening: /healthz /readyz /metrics.");
         let admin = Admin::new(
-            received,
+            &ingest_metrics,
             &metrics,
             queue.clone(),
             config.queue.path.clone(),
@@ -238,5 +243,6 @@ fn retry_policy(config: &Config) -> RetryPolicy {
         max_delay: config.retry.max_delay,
         multiplier: config.retry.multiplier,
         give_up_after: config.retry.give_up_after,
+        keep_history: !config.queue.history.is_zero(),
     }
 }

@@ -33,6 +33,25 @@ pub struct ReceivedMessage {
     pub eight_bit: bool,
 }
 
+/// Why a MAIL was refused by policy, for the refusal counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `server.rate` or the client's `rate` (`450 4.7.1`).
+    Rate,
+    /// Outside the client's `senders` (`550 5.7.1`).
+    Sender,
+}
+
+impl Refusal {
+    /// The `reason` label: `rate` or `sender`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Rate => "rate",
+            Refusal::Sender => "sender",
+        }
+    }
+}
+
 /// Stores received messages durably. `Ok` from [`Store::store`] must mean
 /// committed to disk: the session answers `250` only after it.
 pub trait Store: Send + Sync + 'static {
@@ -52,6 +71,12 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets what was appended for message `id`: it will not be stored
     /// (the client left, it was too big, storing failed).
     fn discard(&self, id: &str) -> impl Future<Output = ()> + Send;
+
+    /// Counts a message refused by policy from `client` (`None`: a
+    /// session without AUTH); the session has logged it already.
+    fn refused(&self, client: Option<&str>, reason: Refusal) {
+        let _ = (client, reason);
+    }
 
     /// Stores the message with its appended chunks; returns once it is
     /// durable.

@@ -15,6 +15,7 @@ mod decoder;
 mod handoff;
 mod listener;
 mod queue_id;
+mod rate;
 /// Refused commands in the log, rate-limited.
 mod refusals;
 pub mod reply;
@@ -24,8 +25,9 @@ mod tls;
 mod trace;
 
 pub use decoder::{Decoder, Progress};
-pub use handoff::{ReceivedMessage, Store};
+pub use handoff::{ReceivedMessage, Refusal, Store};
 pub use listener::{bind, serve, BindError};
+pub use rate::RateLimits;
 pub use session::{Session, MAX_LINE};
 pub use spool::{CHUNK, HEAD_LIMIT};
 pub use tls::InboundTls;

@@ -9,6 +9,8 @@ use relay_config::Server;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+use crate::RateLimits;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,6 +72,8 @@ struct Shared<T> {
     slots: Arc<Semaphore>,
     /// Password verifications running at once, across all sessions.
     verifications: Arc<Semaphore>,
+    /// Rate-limit buckets, across all sessions.
+    rates: Arc<RateLimits>,
 }
 
 impl<T> Clone for Shared<T> {
@@ -82,6 +86,7 @@ impl<T> Clone for Shared<T> {
             tracker: self.tracker.clone(),
             slots: self.slots.clone(),
             verifications: self.verifications.clone(),
+            rates: self.rates.clone(),
         }
     }
 }
@@ -100,6 +105,7 @@ pub async fn serve<T: Store>(
     let shared = Shared {
         slots: Arc::new(Semaphore::new(settings.max_connections)),
         verifications: Arc::new(Semaphore::new(verification_limit())),
+        rates: Arc::new(RateLimits::new(&settings)),
         settings,
         tls,
         store,
@@ -153,6 +159,7 @@ fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>
         shutdown,
         tracker,
         verifications,
+        rates,
         ..
     } = shared.clone();
     tracker.spawn(async move {
@@ -174,6 +181,7 @@ fn admit<T: Store>(mut stream: TcpStream, client: SocketAddr, shared: &Shared<T>
         if let Err(e) = Session::new(stream, client, settings, store, shutdown)
             .with_tls(tls)
             .with_verification_limit(verifications)
+            .with_rate_limits(rates)
             .run()
             .await
         {

@@ -50,9 +50,10 @@ impl Budget {
 }
 
 /// Logs each refusal (a `4xx` or `5xx` line) among `replies`, the replies
-/// to `line`. Only the verb of an AUTH command is logged: its argument may
+/// to `line`, with the peer and the `[[clients]]` name it authenticated as
+/// (`name`). Only the verb of an AUTH command is logged: its argument may
 /// be a password.
-pub(crate) fn log(client: SocketAddr, line: &[u8], replies: &[u8]) {
+pub(crate) fn log(peer: SocketAddr, name: Option<&str>, line: &[u8], replies: &[u8]) {
     let refused: Vec<&str> = std::str::from_utf8(replies)
         .unwrap_or_default()
         .split("\r\n")
@@ -75,7 +76,7 @@ pub(crate) fn log(client: SocketAddr, line: &[u8], replies: &[u8]) {
             ),
             None => continue,
         }
-        tracing::info!(%client, command = %command, reply = %reply, "Refused a command.");
+        tracing::info!(%peer, client = %name.unwrap_or(""), command = %command, reply = %reply, "Refused a command.");
     }
 }
 

@@ -54,6 +54,11 @@ pub const ENCRYPTION_REQUIRED: Reply =
 pub const AUTH_MECHANISM: Reply =
     "504 5.5.4 Unrecognized authentication mechanism; use PLAIN or LOGIN\r\n";
 pub const MESSAGE_TOO_BIG: Reply = "552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+/// `who` (`client billing`, or an IP address) is over its `rate`.
+pub fn rate_limited(who: &str, rate: relay_config::Rate) -> String {
+    format!("450 4.7.1 Rate limit of {rate} reached for {who}; try again later\r\n")
+}
+
 /// The authenticated client may not send as `address` (its `senders`);
 /// `what` is `Sender` (MAIL FROM) or `From:` (the header).
 pub fn sender_not_allowed(what: &str, address: &str, client: &str) -> String {

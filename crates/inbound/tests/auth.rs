@@ -64,16 +64,19 @@ fn settings() -> relay_config::Server {
         tls: None,
         require_tls: false,
         require_auth: false,
+        rate: None,
         clients: vec![
             Client {
                 name: "billing".into(),
                 password_hash: Secret::new(hash("bill-pw")),
                 senders: vec![],
+                rate: None,
             },
             Client {
                 name: "crm".into(),
                 password_hash: Secret::new(hash("crm-pw")),
                 senders: vec![],
+                rate: None,
             },
         ],
     }

@@ -57,6 +57,7 @@ fn settings() -> relay_config::Server {
         tls: None,
         require_tls: false,
         require_auth: false,
+        rate: None,
         clients: vec![],
     }
 }

@@ -48,6 +48,14 @@ pub enum Command {
     /// Inspect and manage the queue (works while `serve` runs).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Messages that have left the queue (delivered, or failed and
+    /// deleted), newest first: one line per recipient with its final state
+    /// and Postmark's reply (which carries Postmark's message id). Kept
+    /// for queue.history (default 7d); never the body.
+    ///
+    /// Address patterns are case-insensitive; `*` matches any run of
+    /// characters and `?` one character, e.g. --to '*@example.com'.
+    History(HistoryArgs),
     /// sendmail-compatible submission: read a message on stdin and hand it
     /// to the running relay over SMTP (also when invoked as `sendmail`).
     /// Takes sendmail(8)'s options: -t -i -oi -f FROM -F NAME [RCPT...];
@@ -90,6 +98,38 @@ pub struct CheckArgs {
     /// message from a newly verified domain.
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
+}
+
+/// `history` filters and output.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only messages to a recipient matching ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub to: Option<String>,
+    /// Only messages whose envelope sender or From: address matches ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Only the message with this queue id (the id in the relay's 250
+    /// reply and its log).
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Only messages that finished within DURATION, e.g. 30m, 1h, 2d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Only messages with a recipient that ended in this state (with
+    /// --to: the matching recipient).
+    #[arg(long, value_parser = ["delivered", "failed"])]
+    pub state: Option<String>,
+    /// At most N messages.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON array (schema in docs/REFERENCE.md) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 30m, 1h, 2d)"))
 }
 
 /// `queue` subcommands.

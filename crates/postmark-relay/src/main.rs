@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod hash_password;
 mod health;
+mod history_cmd;
 mod logging;
 mod queue_cmd;
 mod send_test;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&loaded, args.from.as_deref()),
         Command::SendTest(args) => send_test::run(&loaded.config, &args),
         Command::Queue(command) => queue_cmd::run(&loaded.config, command),
+        Command::History(args) => history_cmd::run(&loaded.config, &args),
         Command::Health => health::run(&loaded.config),
         Command::Sendmail(_) | Command::HashPassword => {
             unreachable!("handled before loading the config")

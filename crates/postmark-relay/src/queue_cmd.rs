@@ -7,7 +7,7 @@
 
 mod migrate;
 mod render;
-mod store;
+pub(crate) mod store;
 
 use std::io::Write;
 use std::path::Path;
@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use relay_queue::{format_time, Deleted, QueueError, State};
 
 use crate::cli::QueueCommand;
-use store::Store;
+pub(crate) use store::Store;
 
 /// Runs one `queue` subcommand; exit 1 (with the reason on stderr) for an
 /// unknown id, a missing queue or a store error.

@@ -34,6 +34,15 @@ impl AnyQueue {
         delegate!(self, q => q.check_writable().await)
     }
 
+    /// Drops up to `batch` history entries finished before `before`.
+    pub async fn prune_history(
+        &self,
+        before: SystemTime,
+        batch: usize,
+    ) -> Result<usize, QueueError> {
+        delegate!(self, q => q.prune_history(before, batch).await)
+    }
+
     /// Replaces the retry policy (config reload).
     pub async fn set_policy(&self, policy: RetryPolicy) -> Result<(), QueueError> {
         delegate!(self, q => q.set_policy(policy).await)

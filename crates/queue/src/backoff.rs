@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-/// When to try a deferred message again, and when to stop trying.
+/// When to try a deferred message again, when to stop trying, and
+/// whether a message that leaves the queue is kept in the history: what
+/// recording a delivery outcome needs to know.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     pub initial_delay: Duration,
@@ -12,6 +14,9 @@ pub struct RetryPolicy {
     pub multiplier: f64,
     /// Since receipt; past it, pending recipients fail.
     pub give_up_after: Duration,
+    /// Record a delivered message in the history as it leaves the queue
+    /// (`queue.history` is not zero).
+    pub keep_history: bool,
 }
 
 impl RetryPolicy {
@@ -48,6 +53,7 @@ mod tests {
             max_delay: Duration::from_secs(900),
             multiplier: 2.0,
             give_up_after: Duration::from_secs(72 * 3600),
+            keep_history: true,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct MessageInfo {
     pub upstream: String,
     /// `X-PM-Message-Stream` relayed with the message, if any.
     pub stream: Option<String>,
+    /// The `[[clients]]` name the message came from; `None` without AUTH.
+    pub client: Option<String>,
     #[serde(serialize_with = "state_name")]
     pub state: State,
     /// Delivery attempts made so far.
@@ -158,7 +160,7 @@ pub fn format_time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(*t))
 }
 

@@ -14,6 +14,9 @@ use std::time::{Duration, SystemTime};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
 
+use crate::history::{
+    self, Dialect, FinalState, HistoryEntry, HistoryQuery, HistoryRecipient, Param,
+};
 use crate::info::{Deleted, MessageInfo, RecipientInfo, Stats};
 use crate::schema::{self, DB_FILE};
 use crate::sql::{self, from_millis, millis};
@@ -68,7 +71,7 @@ impl Inspector {
         let mut messages: Vec<MessageInfo> = tx
             .prepare_cached(
                 "SELECT id, received_at, size, sender, upstream, stream, state, attempts,
-                        next_attempt_at, last_error, lease_until
+                        next_attempt_at, last_error, lease_until, client
                  FROM messages WHERE (?1 IS NULL OR state = ?1) ORDER BY received_at, id",
             )?
             .query_map(params![state.map(State::as_str)], message_row)?
@@ -85,7 +88,7 @@ impl Inspector {
         let found = tx
             .prepare_cached(
                 "SELECT id, received_at, size, sender, upstream, stream, state, attempts,
-                        next_attempt_at, last_error, lease_until
+                        next_attempt_at, last_error, lease_until, client
                  FROM messages WHERE id = ?1",
             )?
             .query_row(params![id], message_row)
@@ -179,24 +182,87 @@ impl Inspector {
 
     /// Removes message `id` and its recipients, unless a delivery holds it
     /// right now ([`Deleted::Leased`]): pulling it from under the worker
-    /// could not stop the upstream from receiving it anyway.
-    pub fn delete(&self, id: &str) -> Result<Deleted, QueueError> {
-        let now = millis(SystemTime::now());
+    /// could not stop the upstream from receiving it anyway. With
+    /// `keep_history` the message goes to the delivery history first.
+    pub fn delete(&self, id: &str, keep_history: bool) -> Result<Deleted, QueueError> {
+        let at = SystemTime::now();
+        let now = millis(at);
         let tx = self.write()?;
-        let lease: Option<Option<i64>> = tx
-            .prepare_cached("SELECT lease_until FROM messages WHERE id = ?1")?
-            .query_row(params![id], |r| r.get(0))
+        let found: Option<(Option<i64>, u32)> = tx
+            .prepare_cached("SELECT lease_until, attempts FROM messages WHERE id = ?1")?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let outcome = match lease {
+        let outcome = match found {
             None => Deleted::NotFound,
-            Some(Some(until)) if until > now => Deleted::Leased(from_millis(until)),
-            Some(_) => {
+            Some((Some(until), _)) if until > now => Deleted::Leased(from_millis(until)),
+            Some((_, attempts)) => {
+                if keep_history {
+                    sql::archive(&tx, id, attempts, at)?;
+                }
                 sql::delete(&tx, id)?;
                 Deleted::Removed
             }
         };
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Messages that left the queue matching `q`, newest first.
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, QueueError> {
+        let sql = history::select(
+            q,
+            &Dialect {
+                placeholder: |n| format!("?{n}"),
+                // ASCII-case-insensitive by default; the NOCASE indexes
+                // serve it.
+                ci_like: |column, p| format!("{column} LIKE {p} ESCAPE '\\'"),
+            },
+        );
+        let tx = self.conn.unchecked_transaction()?;
+        let params: Vec<Box<dyn rusqlite::ToSql>> = sql
+            .params
+            .into_iter()
+            .map(|p| -> Box<dyn rusqlite::ToSql> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let mut entries: Vec<HistoryEntry> = tx
+            .prepare(&sql.text)?
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok(HistoryEntry {
+                    id: r.get(0)?,
+                    received_at: from_millis(r.get(1)?),
+                    finished_at: from_millis(r.get(2)?),
+                    client: r.get(3)?,
+                    sender: r.get(4)?,
+                    from: r.get(5)?,
+                    subject: r.get(6)?,
+                    upstream: r.get(7)?,
+                    stream: r.get(8)?,
+                    attempts: r.get(9)?,
+                    recipients: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for e in &mut entries {
+            e.recipients = tx
+                .prepare_cached(
+                    "SELECT address, state, reply FROM history_recipients
+                     WHERE message_id = ?1 ORDER BY idx",
+                )?
+                .query_map(params![e.id], |r| {
+                    Ok(HistoryRecipient {
+                        address: r.get(0)?,
+                        state: FinalState::parse(&r.get::<_, String>(1)?),
+                        reply: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(entries)
     }
 
     /// Counts by state and upstream, and the oldest waiting message.
@@ -247,6 +313,7 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<MessageInfo> {
         last_error: r.get(9)?,
         recipients: Vec::new(),
         leased_until: r.get::<_, Option<i64>>(10)?.map(from_millis),
+        client: r.get(11)?,
     })
 }
 

@@ -60,6 +60,7 @@
 mod any;
 mod backoff;
 mod error;
+mod history;
 /// Values the [`Inspector`] reports, shaped like `queue list --json`.
 mod info;
 /// Listing, retrying, deleting and counting messages from another process
@@ -72,11 +73,15 @@ pub mod private;
 mod schema;
 mod sql;
 mod sqlite;
+mod summary;
 pub mod writer;
 
 pub use any::AnyQueue;
 pub use backoff::RetryPolicy;
 pub use error::QueueError;
+pub use history::{
+    pattern_matches, FinalState, HistoryEntry, HistoryQuery, HistoryRecipient, PRUNE_BATCH,
+};
 pub use info::{
     format_time, Deleted, MessageInfo, RecipientInfo, RecipientState, StateCounts, Stats,
 };

@@ -17,6 +17,8 @@ pub struct NewMessage {
     pub stream: Option<String>,
     /// Size as received (what the client's limits apply to).
     pub size: u64,
+    /// The `[[clients]]` name the message came from; `None` without AUTH.
+    pub client: Option<String>,
     /// The message; its chunks, if any, were appended before with
     /// [`crate::Queue::append`], and the enqueue commits them with it.
     pub content: Content,

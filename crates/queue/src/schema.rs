@@ -59,8 +59,44 @@ ALTER TABLE messages ADD COLUMN eight_bit INTEGER NOT NULL DEFAULT 0;
 PRAGMA user_version = 3;
 ";
 
+/// From version 3: the `[[clients]]` name a message came from, its
+/// `From:` address and `Subject:` (kept in the delivery history), and the
+/// history itself: one row per message that left the queue, one per
+/// recipient, never a body. Older rows read as "no client, no From:".
+const V3_TO_V4: &str = "
+ALTER TABLE messages ADD COLUMN client TEXT;
+ALTER TABLE messages ADD COLUMN from_addr TEXT;
+ALTER TABLE messages ADD COLUMN subject TEXT;
+CREATE TABLE IF NOT EXISTS history (
+    id          TEXT PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    client      TEXT,
+    sender      TEXT NOT NULL,
+    from_addr   TEXT,
+    subject     TEXT,
+    upstream    TEXT NOT NULL,
+    stream      TEXT,
+    attempts    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_finished ON history (finished_at);
+CREATE INDEX IF NOT EXISTS history_sender ON history (sender COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS history_from ON history (from_addr COLLATE NOCASE);
+CREATE TABLE IF NOT EXISTS history_recipients (
+    message_id TEXT NOT NULL,
+    idx        INTEGER NOT NULL,
+    address    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    reply      TEXT,
+    PRIMARY KEY (message_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_recipients_address
+    ON history_recipients (address COLLATE NOCASE);
+PRAGMA user_version = 4;
+";
+
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Opens (creating if needed) the queue database in `folder`, in WAL mode
 /// with `synchronous=FULL` so every commit is fsynced, and brings its
@@ -96,9 +132,10 @@ pub fn migrate(conn: &Connection) -> Result<(), QueueError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     // Each step takes the schema one version further, in one transaction.
     let steps = match version {
-        0 => &[V1, V1_TO_V2, V2_TO_V3][..],
-        1 => &[V1_TO_V2, V2_TO_V3][..],
-        2 => &[V2_TO_V3][..],
+        0 => &[V1, V1_TO_V2, V2_TO_V3, V3_TO_V4][..],
+        1 => &[V1_TO_V2, V2_TO_V3, V3_TO_V4][..],
+        2 => &[V2_TO_V3, V3_TO_V4][..],
+        3 => &[V3_TO_V4][..],
         VERSION => return Ok(()),
         newer => return Err(QueueError::NewerSchema(newer)),
     };

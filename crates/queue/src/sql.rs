@@ -25,6 +25,7 @@ pub fn from_millis(ms: i64) -> SystemTime {
 pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
     let received = millis(m.received_at);
     let content = &m.content;
+    let (from, subject) = crate::summary::of(content);
     if content.chunks > 0 {
         let stored: i64 = conn
             .prepare_cached("SELECT COUNT(*) FROM chunks WHERE message_id = ?1")?
@@ -37,8 +38,9 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
         }
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?2, ?10)",
+        "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit,
+                               client, from_addr, subject)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?2, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         m.id,
@@ -50,7 +52,10 @@ pub fn enqueue(conn: &Connection, m: &NewMessage) -> Result<(), QueueError> {
         content.head,
         content.chunks,
         content.tail,
-        content.eight_bit
+        content.eight_bit,
+        m.client,
+        from,
+        subject
     ])?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO recipients (message_id, idx, address, state) VALUES (?1, ?2, ?3, 'pending')",
@@ -199,10 +204,63 @@ pub fn finish(
             Finished::Failed
         })
     } else {
+        if policy.keep_history {
+            archive(conn, id, attempts, now)?;
+        }
         delete(conn, id)?;
         Ok(Finished::Delivered)
     }
 }
+
+/// Copies message `id` and its recipients into the history as it leaves
+/// the queue, `attempts` made, at `now`. A recipient still pending (the
+/// message is being deleted) is kept as failed, saying so.
+pub fn archive(
+    conn: &Connection,
+    id: &str,
+    attempts: u32,
+    now: SystemTime,
+) -> Result<(), QueueError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO history (id, received_at, finished_at, client, sender, from_addr,
+                                        subject, upstream, stream, attempts)
+         SELECT id, received_at, ?2, client, sender, from_addr, subject, upstream, stream, ?3
+         FROM messages WHERE id = ?1",
+    )?
+    .execute(params![id, millis(now), attempts])?;
+    conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO history_recipients (message_id, idx, address, state, reply)
+         SELECT message_id, idx, address,
+                CASE state WHEN 'delivered' THEN 'delivered' ELSE 'failed' END,
+                CASE state WHEN 'pending' THEN {NEVER_DELIVERED} ELSE reply END
+         FROM recipients WHERE message_id = ?1"
+    ))?
+    .execute(params![id])?;
+    Ok(())
+}
+
+/// Deletes up to `batch` history entries finished before `before`;
+/// returns how many.
+pub fn prune_history(
+    conn: &Connection,
+    before: SystemTime,
+    batch: usize,
+) -> Result<usize, QueueError> {
+    let ids = "SELECT id FROM history WHERE finished_at < ?1 ORDER BY finished_at, id LIMIT ?2";
+    let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+    conn.prepare_cached(&format!(
+        "DELETE FROM history_recipients WHERE message_id IN ({ids})"
+    ))?
+    .execute(params![millis(before), limit])?;
+    Ok(conn
+        .prepare_cached(&format!("DELETE FROM history WHERE id IN ({ids})"))?
+        .execute(params![millis(before), limit])?)
+}
+
+/// The history's reply for a recipient deleted while still pending (SQL,
+/// the same in both backends).
+pub(crate) const NEVER_DELIVERED: &str =
+    "'deleted from the queue before delivery' || COALESCE(' (last reply: ' || reply || ')', '')";
 
 /// The message's last error after an attempt: a deferred recipient's reply
 /// (why it waits), else a failed one's.

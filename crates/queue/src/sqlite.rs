@@ -131,6 +131,16 @@ impl SqliteQueue {
         self.ask(|r| Op::Reroute(Box::new(route), r)).await
     }
 
+    /// Drops up to `batch` history entries finished before `before`;
+    /// returns how many.
+    pub async fn prune_history(
+        &self,
+        before: SystemTime,
+        batch: usize,
+    ) -> Result<usize, QueueError> {
+        self.ask(|r| Op::PruneHistory(before, batch, r)).await
+    }
+
     async fn ask<T>(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Op,

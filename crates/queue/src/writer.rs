@@ -55,6 +55,8 @@ pub(crate) enum Op {
     SetPolicy(RetryPolicy, Reply<()>),
     /// Routes every waiting message again (config reload).
     Reroute(Box<RouteFn>, Reply<usize>),
+    /// Drops up to this many history entries finished before this time.
+    PruneHistory(SystemTime, usize, Reply<usize>),
 }
 
 /// Decides (upstream, stream) from a message's sender and leading bytes.
@@ -175,6 +177,9 @@ fn commit_batch(
             Op::Ping(reply) => apply(&mut tx, reply, sql::ping),
             Op::Reroute(route, reply) => apply(&mut tx, reply, |c| sql::reroute(c, &*route, now)),
             Op::SetPolicy(_, reply) => apply(&mut tx, reply, |_| Ok(())),
+            Op::PruneHistory(before, batch, reply) => {
+                apply(&mut tx, reply, |c| sql::prune_history(c, before, batch))
+            }
         });
     }
     let committed = tx.commit().map_err(QueueError::from);
@@ -222,6 +227,6 @@ fn reject(op: Op, message: &str) -> Answer {
         Op::NextDue(_, r) => fail(r, message),
         Op::Waiting(r) => fail(r, message),
         Op::Ping(r) | Op::SetPolicy(_, r) => fail(r, message),
-        Op::Reroute(_, r) => fail(r, message),
+        Op::Reroute(_, r) | Op::PruneHistory(_, _, r) => fail(r, message),
     }
 }

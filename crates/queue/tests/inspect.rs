@@ -18,6 +18,7 @@ fn policy() -> RetryPolicy {
         max_delay: Duration::from_secs(60),
         multiplier: 2.0,
         give_up_after: Duration::from_secs(3600),
+        keep_history: true,
     }
 }
 
@@ -30,6 +31,7 @@ fn message(id: &str, upstream: &str, rcpts: &[&str]) -> NewMessage {
         upstream: upstream.into(),
         stream: (upstream == "broadcast").then(|| "newsletter".to_string()),
         size: 21,
+        client: None,
         content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
     }
 }
@@ -114,6 +116,7 @@ async fn json_has_exactly_the_contract_keys_and_types() {
             keys,
             [
                 "attempts",
+                "client",
                 "id",
                 "last_error",
                 "next_attempt_at",
@@ -132,6 +135,7 @@ async fn json_has_exactly_the_contract_keys_and_types() {
         assert_eq!(m["sender"], "app@example.com");
         assert!(m["upstream"].is_string());
         assert!(m["stream"].is_null() || m["stream"].is_string());
+        assert!(m["client"].is_null() || m["client"].is_string());
         assert!(m["attempts"].is_u64());
         assert!(m["last_error"].is_null() || m["last_error"].is_string());
         for r in m["recipients"].as_array().unwrap() {
@@ -237,17 +241,17 @@ async fn delete_removes_a_message_but_not_one_being_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let q = three_states(dir.path()).await;
     let inspector = Inspector::open(dir.path()).unwrap();
-    assert_eq!(inspector.delete("F").unwrap(), Deleted::Removed);
+    assert_eq!(inspector.delete("F", true).unwrap(), Deleted::Removed);
     assert!(inspector.show("F").unwrap().is_none());
-    assert_eq!(inspector.delete("F").unwrap(), Deleted::NotFound);
+    assert_eq!(inspector.delete("F", true).unwrap(), Deleted::NotFound);
 
     assert_eq!(q.claim("broadcast", 10, LEASE).await.unwrap().len(), 1);
-    match inspector.delete("Q").unwrap() {
+    match inspector.delete("Q", true).unwrap() {
         Deleted::Leased(until) => assert!(until > SystemTime::now()),
         other => panic!("deleted under a lease: {other:?}"),
     }
     q.release("Q").await.unwrap();
-    assert_eq!(inspector.delete("Q").unwrap(), Deleted::Removed);
+    assert_eq!(inspector.delete("Q", true).unwrap(), Deleted::Removed);
     let left: Vec<String> = inspector
         .list(None)
         .unwrap()

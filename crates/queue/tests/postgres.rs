@@ -394,7 +394,7 @@ async fn the_inspector_never_deletes_under_a_live_lease_and_retry_wakes_replicas
     let claimed = q.claim("transactional", 10, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 2);
     assert!(matches!(
-        tools.delete("L1").await.unwrap(),
+        tools.delete("L1", true).await.unwrap(),
         Deleted::Leased(_)
     ));
     let failed = q
@@ -414,9 +414,9 @@ async fn the_inspector_never_deletes_under_a_live_lease_and_retry_wakes_replicas
     assert_eq!(info.state, State::Deferred);
     assert_eq!(info.recipients[0].state, RecipientState::Pending);
     assert!(!tools.retry("nope").await.unwrap());
-    assert_eq!(tools.delete("nope").await.unwrap(), Deleted::NotFound);
+    assert_eq!(tools.delete("nope", true).await.unwrap(), Deleted::NotFound);
     q.release("L1").await.unwrap();
-    assert_eq!(tools.delete("L1").await.unwrap(), Deleted::Removed);
+    assert_eq!(tools.delete("L1", true).await.unwrap(), Deleted::Removed);
     let listed: Vec<String> = tools
         .list(None)
         .await

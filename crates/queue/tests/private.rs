@@ -17,6 +17,7 @@ fn policy() -> RetryPolicy {
         max_delay: Duration::from_secs(60),
         multiplier: 2.0,
         give_up_after: Duration::from_secs(3600),
+        keep_history: true,
     }
 }
 
@@ -29,6 +30,7 @@ fn message(id: &str) -> NewMessage {
         upstream: "transactional".into(),
         stream: None,
         size: 5,
+        client: None,
         content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
     }
 }

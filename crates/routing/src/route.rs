@@ -11,7 +11,8 @@ pub struct Route {
     /// `stream`, which the relay adds as that header. `None`: Postmark's
     /// default stream, no header added.
     pub stream: Option<String>,
-    /// Name of the rule that matched, for logs; `None` when the header or
-    /// the default decided.
+    /// Name of the rule that matched, for logs: a `[[routing.rules]]` name,
+    /// or `clients.<name>` when a client's own `upstream`/`stream` decided;
+    /// `None` when the message's header or the default decided.
     pub rule: Option<String>,
 }

@@ -37,27 +37,34 @@ impl Router {
     /// `broadcast` for `broadcast_streams`, else `transactional`. Then the
     /// first rule whose conditions all hold, then `routing.default`.
     pub fn route(&self, sender: &str, message: &[u8]) -> Route {
-        if let Some(stream) = find(message, STREAM_HEADER).filter(|s| !s.is_empty()) {
-            let upstream = match self
-                .routing
-                .stream_upstreams
-                .get(&stream.to_ascii_lowercase())
-            {
-                Some(upstream) => upstream.clone(),
-                None if self
-                    .routing
-                    .broadcast_streams
-                    .iter()
-                    .any(|b| b.eq_ignore_ascii_case(&stream)) =>
-                {
-                    BROADCAST.to_owned()
-                }
-                None => TRANSACTIONAL.to_owned(),
-            };
+        self.route_client(None, sender, message)
+    }
+
+    /// [`Router::route`] for a message from the `[[clients]]` entry named
+    /// `client` (`None`: a session without AUTH). A client that sets
+    /// `upstream` or `stream` decides instead of the rules: its `upstream`
+    /// always, its `stream` unless the message carries its own
+    /// `X-PM-Message-Stream`; without `upstream`, the stream picks the
+    /// upstream as the header would.
+    pub fn route_client(&self, client: Option<&str>, sender: &str, message: &[u8]) -> Route {
+        let own = client.and_then(|name| self.routing.clients.get(name));
+        let header = find(message, STREAM_HEADER).filter(|s| !s.is_empty());
+        let added = header.is_none();
+        if let Some(stream) = header.or_else(|| own.and_then(|c| c.stream.clone())) {
+            let upstream = own
+                .and_then(|c| c.upstream.clone())
+                .unwrap_or_else(|| self.stream_upstream(&stream));
             return Route {
                 upstream,
                 stream: Some(stream),
-                rule: None,
+                rule: added.then(|| format!("clients.{}", client.unwrap_or_default())),
+            };
+        }
+        if let Some(upstream) = own.and_then(|c| c.upstream.clone()) {
+            return Route {
+                upstream,
+                stream: None,
+                rule: Some(format!("clients.{}", client.unwrap_or_default())),
             };
         }
         let from = OnceCell::new();
@@ -81,6 +88,27 @@ impl Router {
                 stream: None,
                 rule: None,
             },
+        }
+    }
+
+    /// The upstream for a stream: the one that lists it in its `streams`,
+    /// else `broadcast` for `broadcast_streams`, else `transactional`.
+    fn stream_upstream(&self, stream: &str) -> String {
+        match self
+            .routing
+            .stream_upstreams
+            .get(&stream.to_ascii_lowercase())
+        {
+            Some(upstream) => upstream.clone(),
+            None if self
+                .routing
+                .broadcast_streams
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(stream)) =>
+            {
+                BROADCAST.to_owned()
+            }
+            None => TRANSACTIONAL.to_owned(),
         }
     }
 }
@@ -139,6 +167,30 @@ mod tests {
             broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
             stream_upstreams: [("receipts".to_string(), "receipts".to_string())].into(),
             rules,
+            clients: [
+                (
+                    "news".to_string(),
+                    relay_config::ClientRoute {
+                        upstream: None,
+                        stream: Some("broadcasts".into()),
+                    },
+                ),
+                (
+                    "pinned".to_string(),
+                    relay_config::ClientRoute {
+                        upstream: Some("bounce".into()),
+                        stream: None,
+                    },
+                ),
+                (
+                    "both".to_string(),
+                    relay_config::ClientRoute {
+                        upstream: Some("receipts".into()),
+                        stream: Some("invoices".into()),
+                    },
+                ),
+            ]
+            .into(),
         };
         Router::new(&cfg)
     }
@@ -189,6 +241,46 @@ mod tests {
             r.route("a@b", msg),
             route("receipts", Some("Receipts"), None)
         );
+    }
+
+    /// A client's `stream` stands in for a missing header (and picks the
+    /// upstream as the header would); its `upstream` beats every rule and
+    /// header; a message's own header keeps its stream.
+    #[test]
+    fn client_routes_decide_before_rules() {
+        let r = router(vec![Rule {
+            sender: Some(glob("*")),
+            ..rule("catch-all", "transactional")
+        }]);
+        let client = |name| Some(name);
+        assert_eq!(
+            r.route_client(client("news"), "a@b", PLAIN),
+            route("broadcast", Some("broadcasts"), Some("clients.news"))
+        );
+        let own = b"X-PM-Message-Stream: outbound\r\n\r\n";
+        assert_eq!(
+            r.route_client(client("news"), "a@b", own),
+            route("transactional", Some("outbound"), None)
+        );
+        assert_eq!(
+            r.route_client(client("pinned"), "a@b", PLAIN),
+            route("bounce", None, Some("clients.pinned"))
+        );
+        assert_eq!(
+            r.route_client(client("pinned"), "a@b", own),
+            route("bounce", Some("outbound"), None)
+        );
+        assert_eq!(
+            r.route_client(client("both"), "a@b", PLAIN),
+            route("receipts", Some("invoices"), Some("clients.both"))
+        );
+        // A client without its own routing, and no client, follow the rules.
+        for name in [Some("other"), None] {
+            assert_eq!(
+                r.route_client(name, "a@b", PLAIN),
+                route("transactional", None, Some("catch-all"))
+            );
+        }
     }
 
     #[test]

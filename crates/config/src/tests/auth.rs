@@ -209,30 +209,97 @@ fn bad_client_entries_are_each_reported_without_the_hash() {
     });
 }
 
+/// Rates, and a client's own upstream and stream, load into typed values
+/// (the router gets the routes), and print back as written.
 #[test]
-fn keys_of_later_slices_are_refused_not_ignored() {
+fn client_routes_and_rates_load() {
     jail(|jail| {
         let h = hash("pw");
         file(
             jail,
             "relay.toml",
             &format!(
-                "[server]\nrate = \"600/m\"\n\n[[clients]]\nname = \"app\"\npassword_hash = \"{h}\"\n\
-                 senders = [\"*@example.com\"]\nupstream = \"broadcast\"\nstream = \"s\"\nrate = \"10/m\"\n"
+                "[server]\nrate = \"600/m\"\n\n[[clients]]\nname = \"news\"\npassword_hash = \"{h}\"\n\
+                 upstream = \"broadcast\"\nstream = \"newsletters\"\nrate = \"3/h\"\n\n\
+                 [[clients]]\nname = \"billing\"\npassword_hash = \"{h}\"\n"
+            ),
+        );
+        let config = load_ok(jail, Some("relay.toml"));
+        assert_eq!(
+            config.server.rate,
+            Some(Rate {
+                count: 600,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            config.server.clients[0]
+                .rate
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("3/h")
+        );
+        assert_eq!(config.server.clients[1].rate, None);
+        assert_eq!(
+            config.routing.clients["news"],
+            ClientRoute {
+                upstream: Some("broadcast".into()),
+                stream: Some("newsletters".into()),
+            }
+        );
+        assert!(!config.routing.clients.contains_key("billing"));
+        let printed = to_redacted_toml(&config);
+        for line in [
+            "rate = \"600/m\"",
+            "rate = \"3/h\"",
+            "upstream = \"broadcast\"",
+            "stream = \"newsletters\"",
+        ] {
+            assert!(printed.contains(line), "{line} missing from:\n{printed}");
+        }
+    });
+}
+
+/// A bad rate, an unknown upstream, a stream that is not one word and the
+/// reserved name each name their key.
+#[test]
+fn bad_client_routes_and_rates_name_their_key() {
+    jail(|jail| {
+        let h = hash("pw");
+        file(
+            jail,
+            "relay.toml",
+            &format!(
+                "[server]\nrate = \"fast\"\n\n[[clients]]\nname = \"app\"\npassword_hash = \"{h}\"\n\
+                 upstream = \"nowhere\"\nstream = \"two words\"\nrate = \"0/m\"\n\n\
+                 [[clients]]\nname = \"anonymous\"\npassword_hash = \"{h}\"\nrate = \"5/week\"\n"
             ),
         );
         let err = load_err(jail, Some("relay.toml"));
-        for key in [
-            "server.rate",
-            "clients[0].upstream",
-            "clients[0].stream",
-            "clients[0].rate",
-        ] {
-            assert!(
-                problem(&err, key).message.contains("not yet implemented"),
-                "{err}"
-            );
-        }
+        assert!(
+            problem(&err, "server.rate").message.contains("\"600/m\""),
+            "{err}"
+        );
+        assert!(
+            problem(&err, "clients[0].upstream")
+                .message
+                .contains("transactional"),
+            "{err}"
+        );
+        problem(&err, "clients[0].stream");
+        assert!(
+            problem(&err, "clients[0].rate")
+                .message
+                .contains("at least 1"),
+            "{err}"
+        );
+        assert!(
+            problem(&err, "clients[1].name")
+                .message
+                .contains("anonymous"),
+            "{err}"
+        );
+        problem(&err, "clients[1].rate");
     });
 }
 

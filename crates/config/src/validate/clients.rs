@@ -1,18 +1,16 @@
 //! `[[clients]]`: the apps that authenticate, each with its own name and
 //! argon2id password hash; and how they fit the `[server]` AUTH keys.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::raw::{RawClient, RawServer};
+use crate::raw::{RawClient, RawServer, RawUpstream};
 use crate::report::Problems;
+use crate::units;
 use figment::value::Value;
 
-use crate::{Client, Glob, Secret};
+use crate::{Client, ClientRoute, Glob, Rate, Secret};
 
-/// Said of every contract key this version reads but does not act on yet,
-/// so an operator never believes a policy is enforced when it is not.
-pub(super) const NOT_YET: &str =
-    "not yet implemented in this version; remove it (the relay refuses to start rather than ignore it)";
+use crate::ANONYMOUS_CLIENT as ANONYMOUS;
 
 pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>> {
     let mut names = BTreeSet::new();
@@ -20,18 +18,16 @@ pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>
     let mut clients = Vec::with_capacity(raw.len());
     for (i, c) in raw.iter().enumerate() {
         let key = format!("clients[{i}]");
-        for (field, value) in [
-            ("upstream", &c.upstream),
-            ("stream", &c.stream),
-            ("rate", &c.rate),
-        ] {
-            if value.is_some() {
-                p.add(format!("{key}.{field}"), NOT_YET);
-                ok = false;
-            }
-        }
+        let rate = rate(&c.rate, &format!("{key}.rate"), p);
+        ok &= rate.is_some();
         let name = c.name.trim();
-        if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        if name == ANONYMOUS {
+            p.add(
+                format!("{key}.name"),
+                format!("`{ANONYMOUS}` is the metrics label of sessions without AUTH; choose another name"),
+            );
+            ok = false;
+        } else if name.is_empty() || name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
             p.add(
                 format!("{key}.name"),
                 format!("`{}` is not a client name (one word, e.g. \"billing\"): it is the AUTH username", c.name),
@@ -54,9 +50,73 @@ pub(super) fn clients(raw: &[RawClient], p: &mut Problems) -> Option<Vec<Client>
             name: name.to_owned(),
             password_hash: Secret::new(c.password_hash.trim()),
             senders: senders.unwrap_or_default(),
+            rate: rate.flatten(),
         });
     }
     ok.then_some(clients)
+}
+
+/// A rate key (`server.rate`, `clients[i].rate`): `Some(None)` when empty
+/// (unlimited), `None` after adding a problem.
+pub(super) fn rate(text: &str, key: &str, p: &mut Problems) -> Option<Option<Rate>> {
+    if text.trim().is_empty() {
+        return Some(None);
+    }
+    match units::parse_rate(text) {
+        Ok(rate) => Some(Some(rate)),
+        Err(why) => {
+            p.add(key, why);
+            None
+        }
+    }
+}
+
+/// Each client's `upstream` and `stream`, for the router: only clients
+/// that set one. An `upstream` must name an `[upstreams.<name>]`.
+pub(super) fn routes(
+    raw: &[RawClient],
+    upstreams: &BTreeMap<String, Option<RawUpstream>>,
+    p: &mut Problems,
+) -> Option<BTreeMap<String, ClientRoute>> {
+    let mut ok = true;
+    let mut routes = BTreeMap::new();
+    for (i, c) in raw.iter().enumerate() {
+        let upstream = c.upstream.trim();
+        let stream = c.stream.trim();
+        if !upstream.is_empty() && !upstreams.contains_key(upstream) {
+            let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+            p.add(
+                format!("clients[{i}].upstream"),
+                format!(
+                    "`{upstream}` is not an upstream; known: {} (or add [upstreams.{upstream}])",
+                    known.join(", ")
+                ),
+            );
+            ok = false;
+        }
+        if stream
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            p.add(
+                format!("clients[{i}].stream"),
+                format!("`{stream}` is not a message stream id (one word, e.g. \"broadcasts\")"),
+            );
+            ok = false;
+        }
+        if upstream.is_empty() && stream.is_empty() {
+            continue;
+        }
+        let set = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        routes.insert(
+            c.name.trim().to_owned(),
+            ClientRoute {
+                upstream: set(upstream),
+                stream: set(stream),
+            },
+        );
+    }
+    ok.then_some(routes)
 }
 
 /// `senders`: a list of globs (or one), each compiled; none means any

@@ -91,6 +91,10 @@ pub(crate) fn validate(
     if let (Some(routing), Some(upstreams)) = (routing.as_mut(), upstreams.as_ref()) {
         routing.stream_upstreams = stream_upstreams(upstreams, p);
     }
+    let client_routes = clients::routes(&sections.clients, &sections.upstreams, p);
+    if let Some(routing) = routing.as_mut() {
+        routing.clients = client_routes.unwrap_or_default();
+    }
     let retry = sections.retry.as_ref().and_then(|raw| retry(raw, p));
     let rewrite = sections
         .rewrite

@@ -44,6 +44,16 @@ pub(super) fn queue(raw: &RawQueue, p: &mut Problems) -> Option<Queue> {
     };
     let schema = schema(&raw.schema, p);
     let lease = positive_duration(&raw.lease, "queue.lease", p);
+    let history = match crate::units::parse_duration(&raw.history) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            p.add(
+                "queue.history",
+                format!("{why}; \"0s\" turns the history off"),
+            );
+            None
+        }
+    };
     let url = url?;
     if backend == Some(QueueBackend::Postgres) && url.is_none() {
         p.add(
@@ -65,6 +75,7 @@ pub(super) fn queue(raw: &RawQueue, p: &mut Problems) -> Option<Queue> {
         ca_file: ca_file?,
         schema: schema?,
         lease: lease?,
+        history: history?,
     })
 }
 

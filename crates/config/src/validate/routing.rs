@@ -44,6 +44,7 @@ pub(super) fn routing(
             .collect(),
         // Filled from the upstreams once they are checked (see `validate`).
         stream_upstreams: BTreeMap::new(),
+        clients: BTreeMap::new(),
         rules: rules?,
     })
 }

@@ -45,12 +45,9 @@ pub(super) fn server(
         );
     }
     let tls = tls_files(raw, p);
-    if raw.rate.is_some() {
-        p.add("server.rate", clients::NOT_YET);
-    }
+    let rate = clients::rate(&raw.rate, "server.rate", p);
     let clients = clients::clients(raw_clients, p);
-    let auth_ok = clients::auth_keys(raw, raw_clients, p);
-    if raw.rate.is_some() || !auth_ok {
+    if !clients::auth_keys(raw, raw_clients, p) {
         return None;
     }
     Some(Server {
@@ -66,6 +63,7 @@ pub(super) fn server(
         tls: tls?,
         require_tls: raw.require_tls,
         require_auth: raw.require_auth,
+        rate: rate?,
         clients: clients?,
     })
 }

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -40,10 +39,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Builds the registry: `received` from the inbound seam, `delivery`'s
+    /// Builds the registry: what ingest counts, `delivery`'s
     /// own metrics, and the gauges filled in at scrape time.
     pub fn new(
-        received: Counter,
+        ingest_metrics: &crate::ingest::IngestMetrics,
         delivery_metrics: &relay_delivery::Metrics,
         queue: AnyQueue,
         queue_path: PathBuf,
@@ -51,11 +50,7 @@ impl Admin {
         sessions: TaskTracker,
     ) -> Admin {
         let mut registry = Registry::default();
-        registry.register(
-            "postmark_relay_messages_received",
-            "Messages accepted and queued (each got a 250)",
-            received,
-        );
+        ingest_metrics.register(&mut registry);
         delivery_metrics.register(&mut registry);
         let sessions_active = Gauge::default();
         let queue_depth = Family::default();

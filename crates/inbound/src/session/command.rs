@@ -21,7 +21,12 @@ where
     pub(crate) async fn command(&mut self, line: &[u8]) -> Flow {
         let start = self.out.len();
         let flow = self.dispatch(line).await;
-        crate::refusals::log(self.client(), line, &self.out[start.min(self.out.len())..]);
+        crate::refusals::log(
+            self.client(),
+            self.client_name.as_deref(),
+            line,
+            &self.out[start.min(self.out.len())..],
+        );
         flow
     }
 
@@ -128,7 +133,13 @@ where
         } else if declared_size > self.settings().max_message_size {
             self.reply(reply::MESSAGE_TOO_BIG);
         } else if let Some(refused) = self.refuse_sender("Sender", address) {
+            self.store()
+                .refused(self.client_name.as_deref(), crate::Refusal::Sender);
             self.reply(refused);
+        } else if let Some(limited) = self.over_rate() {
+            self.store()
+                .refused(self.client_name.as_deref(), crate::Refusal::Rate);
+            self.reply(limited);
         } else {
             self.tx = Some(Transaction {
                 sender: address.to_string(),
@@ -137,6 +148,25 @@ where
             });
             self.reply(reply::SENDER_OK);
         }
+    }
+
+    /// The `450` for a MAIL over the client's `rate` (or, without AUTH,
+    /// over `server.rate` for this IP); `None` takes one message from the
+    /// bucket.
+    fn over_rate(&self) -> Option<String> {
+        let sender = match self.authenticated_client() {
+            Some(c) => crate::rate::Sender::Client {
+                name: &c.name,
+                rate: c.rate,
+            },
+            None => crate::rate::Sender::Anonymous(self.client().ip()),
+        };
+        let rate = self.rates.take(sender, std::time::Instant::now()).err()?;
+        let who = match sender {
+            crate::rate::Sender::Client { name, .. } => format!("client {name}"),
+            crate::rate::Sender::Anonymous(ip) => ip.to_string(),
+        };
+        Some(reply::rate_limited(&who, rate))
     }
 
     /// The reply refusing `address` under the authenticated client's

@@ -66,6 +66,8 @@ where
             .and_then(|value| relay_message::first_address(&value));
         if let Some(refused) = from.and_then(|from| self.refuse_sender("From:", &from)) {
             tracing::info!(client = %self.client(), sender = %tx.sender, "Message refused: From: not among the client's senders.");
+            self.store()
+                .refused(self.client_name.as_deref(), crate::Refusal::Sender);
             if received.chunks > 0 {
                 self.store().discard(&id).await;
             }

@@ -18,6 +18,8 @@ use std::time::Duration;
 use relay_config::Server;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
+
+use crate::RateLimits;
 use tokio_util::sync::CancellationToken;
 
 use crate::handoff::Store;
@@ -84,6 +86,8 @@ pub struct Session<S, T> {
     /// verification, so a flood of AUTH attempts must not run them all at
     /// once (memory would grow with the number of attempts).
     pub(crate) verifications: Arc<Semaphore>,
+    /// Rate-limit buckets, shared by every session of a listener.
+    pub(crate) rates: Arc<RateLimits>,
 }
 
 impl<S, T> Session<S, T>
@@ -101,7 +105,6 @@ where
     ) -> Self {
         Session {
             stream: Conn::Plain(stream),
-            settings,
             tls: None,
             store,
             client,
@@ -115,6 +118,8 @@ where
             client_name: None,
             auth_failures: 0,
             verifications: Arc::new(Semaphore::new(1)),
+            rates: Arc::new(RateLimits::new(&settings)),
+            settings,
         }
     }
 
@@ -122,6 +127,13 @@ where
     /// other sessions; without it a session verifies one at a time alone.
     pub fn with_verification_limit(mut self, limit: Arc<Semaphore>) -> Self {
         self.verifications = limit;
+        self
+    }
+
+    /// Counts messages in `rates`, shared with the other sessions; without
+    /// it a session's rate limits count its own messages only.
+    pub fn with_rate_limits(mut self, rates: Arc<RateLimits>) -> Self {
+        self.rates = rates;
         self
     }
 

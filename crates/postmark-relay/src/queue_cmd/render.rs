@@ -91,6 +91,10 @@ pub fn message(m: &MessageInfo) -> String {
     );
     field("Size", format!("{} bytes", m.size));
     field("Sender", sender(&m.sender));
+    field(
+        "Client",
+        m.client.clone().unwrap_or_else(|| "- (no AUTH)".into()),
+    );
     field("Upstream", m.upstream.clone());
     field(
         "Stream",

@@ -7,13 +7,21 @@ use std::time::SystemTime;
 
 use relay_config::{Config, QueueBackend};
 use relay_queue::{
-    Deleted, Inspector, MessageInfo, PgInspector, PgSettings, QueueError, State, Stats,
+    Deleted, HistoryEntry, HistoryQuery, Inspector, MessageInfo, PgInspector, PgSettings,
+    QueueError, State, Stats,
 };
 use tokio::runtime::Runtime;
 
+/// The queue the commands work on, and whether a deleted message goes to
+/// the delivery history (`queue.history` is not zero).
+pub struct Store {
+    queue: Backend,
+    keep_history: bool,
+}
+
 /// The embedded SQLite queue in `queue.path`, or the shared one at
 /// `queue.url`.
-pub enum Store {
+pub enum Backend {
     Local(Inspector),
     Shared(PgInspector, Runtime),
 }
@@ -22,9 +30,9 @@ pub enum Store {
 /// shared queue's answer on its runtime.
 macro_rules! on_either {
     ($self:ident, $q:ident => $call:expr) => {
-        match $self {
-            Store::Local($q) => $call,
-            Store::Shared($q, runtime) => runtime.block_on($call),
+        match &$self.queue {
+            Backend::Local($q) => $call,
+            Backend::Shared($q, runtime) => runtime.block_on($call),
         }
     };
 }
@@ -35,22 +43,10 @@ pub type OpenError = String;
 impl Store {
     /// Opens the queue `config` points at, without creating a local one.
     pub fn open(config: &Config) -> Result<Store, OpenError> {
-        let queue = &config.queue;
-        match (queue.backend, &queue.url) {
-            (QueueBackend::Postgres, Some(url)) => {
-                let settings = PgSettings::new(url.expose(), queue);
-                let (inspector, runtime) = open_shared(&settings).map_err(|e| {
-                    format!(
-                        "cannot open the shared queue (queue.url, schema {}): {e}",
-                        queue.schema
-                    )
-                })?;
-                Ok(Store::Shared(inspector, runtime))
-            }
-            _ => Inspector::open(&queue.path)
-                .map(Store::Local)
-                .map_err(|e| super::open_error(&queue.path, &e)),
-        }
+        Ok(Store {
+            queue: Backend::open(config)?,
+            keep_history: !config.queue.history.is_zero(),
+        })
     }
 
     /// Every message (or those in `state`), oldest first.
@@ -78,14 +74,42 @@ impl Store {
         on_either!(self, q => q.retry_all())
     }
 
-    /// Removes a message unless a delivery holds it.
+    /// Removes a message unless a delivery holds it (into the history
+    /// when it is kept).
     pub fn delete(&self, id: &str) -> Result<Deleted, QueueError> {
-        on_either!(self, q => q.delete(id))
+        on_either!(self, q => q.delete(id, self.keep_history))
+    }
+
+    /// Messages that left the queue matching `q`, newest first.
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, QueueError> {
+        on_either!(self, s => s.history(q))
     }
 
     /// Counts by state and upstream, and the oldest waiting message.
     pub fn stats(&self) -> Result<Stats, QueueError> {
         on_either!(self, q => q.stats())
+    }
+}
+
+impl Backend {
+    /// Opens the queue `config` points at, without creating a local one.
+    fn open(config: &Config) -> Result<Backend, OpenError> {
+        let queue = &config.queue;
+        match (queue.backend, &queue.url) {
+            (QueueBackend::Postgres, Some(url)) => {
+                let settings = PgSettings::new(url.expose(), queue);
+                let (inspector, runtime) = open_shared(&settings).map_err(|e| {
+                    format!(
+                        "cannot open the shared queue (queue.url, schema {}): {e}",
+                        queue.schema
+                    )
+                })?;
+                Ok(Backend::Shared(inspector, runtime))
+            }
+            _ => Inspector::open(&queue.path)
+                .map(Backend::Local)
+                .map_err(|e| super::open_error(&queue.path, &e)),
+        }
     }
 }
 

@@ -15,13 +15,16 @@ use tokio_postgres::{IsolationLevel, Row};
 
 use super::connect::Target;
 use super::{schema, sql as pg_sql, PgSettings};
+use crate::history::{
+    self, Dialect, FinalState, HistoryEntry, HistoryQuery, HistoryRecipient, Param,
+};
 use crate::info::{Deleted, MessageInfo, RecipientInfo, Stats};
 use crate::sql::{from_millis, millis};
 use crate::{Content, QueueError, State};
 
 /// The `messages` columns every listing reads, in [`message_row`]'s order.
 const MESSAGE_COLUMNS: &str = "id, received_at, size, sender, upstream, stream, state, attempts,
-     next_attempt_at, last_error, lease_until";
+     next_attempt_at, last_error, lease_until, client";
 
 /// A connection pool to the shared queue for listing, showing, retrying,
 /// deleting, counting and importing messages.
@@ -198,21 +201,25 @@ impl PgInspector {
 
     /// Removes message `id` unless a delivery holds it right now; see
     /// [`crate::Inspector::delete`].
-    pub async fn delete(&self, id: &str) -> Result<Deleted, QueueError> {
-        let now = millis(SystemTime::now());
+    pub async fn delete(&self, id: &str, keep_history: bool) -> Result<Deleted, QueueError> {
+        let at = SystemTime::now();
+        let now = millis(at);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let lease = tx
+        let found = tx
             .query_opt(
-                "SELECT lease_until FROM messages WHERE id = $1 FOR UPDATE",
+                "SELECT lease_until, attempts FROM messages WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await?
-            .map(|row| row.get::<_, Option<i64>>(0));
-        let outcome = match lease {
+            .map(|row| (row.get::<_, Option<i64>>(0), row.get::<_, i32>(1)));
+        let outcome = match found {
             None => Deleted::NotFound,
-            Some(Some(until)) if until > now => Deleted::Leased(from_millis(until)),
-            Some(_) => {
+            Some((Some(until), _)) if until > now => Deleted::Leased(from_millis(until)),
+            Some((_, attempts)) => {
+                if keep_history {
+                    pg_sql::archive(&tx, id, attempts, at).await?;
+                }
                 pg_sql::discard(&tx, id).await?;
                 tx.execute("DELETE FROM messages WHERE id = $1", &[&id])
                     .await?;
@@ -221,6 +228,75 @@ impl PgInspector {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Messages that left the queue matching `q`, newest first; see
+    /// [`crate::Inspector::history`].
+    pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, QueueError> {
+        let sql = history::select(
+            q,
+            &Dialect {
+                placeholder: |n| format!("${n}"),
+                // The pattern is lowercase already; `lower()` matches the
+                // `text_pattern_ops` indexes.
+                ci_like: |column, p| format!("lower({column}) LIKE {p} ESCAPE '\\'"),
+            },
+        );
+        let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = sql
+            .params
+            .into_iter()
+            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let mut client = self.pool.get().await?;
+        let tx = snapshot(&mut client).await?;
+        let mut entries: Vec<HistoryEntry> = tx
+            .query(&sql.text, &refs)
+            .await?
+            .iter()
+            .map(|r| HistoryEntry {
+                id: r.get(0),
+                received_at: from_millis(r.get(1)),
+                finished_at: from_millis(r.get(2)),
+                client: r.get(3),
+                sender: r.get(4),
+                from: r.get(5),
+                subject: r.get(6),
+                upstream: r.get(7),
+                stream: r.get(8),
+                attempts: r.get::<_, i32>(9).max(0) as u32,
+                recipients: Vec::new(),
+            })
+            .collect();
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let rows = tx
+            .query(
+                "SELECT message_id, address, state, reply FROM history_recipients
+                 WHERE message_id = ANY($1) ORDER BY message_id, idx",
+                &[&ids],
+            )
+            .await?;
+        let mut by_id: std::collections::HashMap<String, Vec<HistoryRecipient>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            by_id.entry(r.get(0)).or_default().push(HistoryRecipient {
+                address: r.get(1),
+                state: FinalState::parse(r.get(2)),
+                reply: r.get(3),
+            });
+        }
+        for e in &mut entries {
+            e.recipients = by_id.remove(&e.id).unwrap_or_default();
+        }
+        Ok(entries)
     }
 
     /// Counts by state and upstream, and the oldest waiting message.
@@ -264,10 +340,12 @@ impl PgInspector {
             )
             .await?;
         }
+        let (from, subject) = crate::summary::of(content);
         tx.execute(
             "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks,
-                                   data, state, attempts, next_attempt_at, last_error, eight_bit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                   data, state, attempts, next_attempt_at, last_error, eight_bit,
+                                   client, from_addr, subject)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             &[
                 &m.id,
                 &millis(m.received_at),
@@ -283,6 +361,9 @@ impl PgInspector {
                 &m.next_attempt_at.map(millis),
                 &m.last_error,
                 &content.eight_bit,
+                &m.client,
+                &from,
+                &subject,
             ],
         )
         .await?;
@@ -332,6 +413,7 @@ fn message_row(r: &Row) -> Result<MessageInfo, QueueError> {
         last_error: r.get(9),
         recipients: Vec::new(),
         leased_until: r.get::<_, Option<i64>>(10).map(from_millis),
+        client: r.get(11),
     })
 }
 

@@ -220,6 +220,26 @@ impl PgQueue {
         Ok(changed)
     }
 
+    /// Drops up to `batch` history entries finished before `before`;
+    /// returns how many. Replicas pruning at once skip each other's rows.
+    pub async fn prune_history(
+        &self,
+        before: SystemTime,
+        batch: usize,
+    ) -> Result<usize, QueueError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+        let n = client
+            .execute(
+                "DELETE FROM history WHERE id IN (
+                     SELECT id FROM history WHERE finished_at < $1
+                     ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                &[&millis(before), &limit],
+            )
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// Counts by state and the oldest waiting message, for `/metrics`.
     pub async fn stats(&self) -> Result<crate::Stats, QueueError> {
         stats(&*self.client().await?).await
@@ -366,7 +386,7 @@ impl Queue for PgQueue {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut client = self.client().await?;
-        if sql::finish_delivered(&client, id, &outcomes).await? {
+        if sql::finish_delivered(&client, id, &outcomes, policy.keep_history).await? {
             return Ok(Finished::Delivered);
         }
         let tx = client.transaction().await?;

@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use crate::QueueError;
 
 /// The version this build writes.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// Key of the advisory lock that serialises migrations (any constant
 /// works; this one spells "pmrelay" in ASCII).
@@ -62,6 +62,39 @@ const V1_TO_V2: &str = "
 ALTER TABLE messages ADD COLUMN eight_bit BOOLEAN NOT NULL DEFAULT false;
 ";
 
+/// Version 3: as SQLite schema 4, the client, `From:` and `Subject:` of
+/// each message and the delivery history (address filters match
+/// case-insensitively through `lower()` indexes).
+const V2_TO_V3: &str = "
+ALTER TABLE messages ADD COLUMN client TEXT;
+ALTER TABLE messages ADD COLUMN from_addr TEXT;
+ALTER TABLE messages ADD COLUMN subject TEXT;
+CREATE TABLE history (
+    id          TEXT PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    finished_at BIGINT NOT NULL,
+    client      TEXT,
+    sender      TEXT NOT NULL,
+    from_addr   TEXT,
+    subject     TEXT,
+    upstream    TEXT NOT NULL,
+    stream      TEXT,
+    attempts    INTEGER NOT NULL
+);
+CREATE INDEX history_finished ON history (finished_at);
+CREATE INDEX history_sender ON history (lower(sender) text_pattern_ops);
+CREATE INDEX history_from ON history (lower(from_addr) text_pattern_ops);
+CREATE TABLE history_recipients (
+    message_id TEXT NOT NULL REFERENCES history (id) ON DELETE CASCADE,
+    idx        BIGINT NOT NULL,
+    address    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    reply      TEXT,
+    PRIMARY KEY (message_id, idx)
+);
+CREATE INDEX history_recipients_address ON history_recipients (lower(address) text_pattern_ops);
+";
+
 /// Creates `schema` and brings its tables to [`VERSION`]; a newer
 /// version is an error (a newer relay wrote it).
 pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
@@ -80,8 +113,9 @@ pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
         .await?
         .map_or(0, |row| row.get(0));
     let steps: &[&str] = match version {
-        0 => &[V1, V1_TO_V2],
-        1 => &[V1_TO_V2],
+        0 => &[V1, V1_TO_V2, V2_TO_V3],
+        1 => &[V1_TO_V2, V2_TO_V3],
+        2 => &[V2_TO_V3],
         VERSION => &[],
         newer => return Err(QueueError::NewerSchema(i64::from(newer))),
     };

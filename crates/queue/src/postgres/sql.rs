@@ -67,18 +67,23 @@ pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<
         .collect();
     let tails: Vec<&[u8]> = batch.iter().map(|m| m.content.tail.as_slice()).collect();
     let eight_bit: Vec<bool> = batch.iter().map(|m| m.content.eight_bit).collect();
+    let clients: Vec<Option<&str>> = batch.iter().map(|m| m.client.as_deref()).collect();
+    let (froms, subjects): (Vec<Option<String>>, Vec<Option<String>>) =
+        batch.iter().map(|m| crate::summary::of(&m.content)).unzip();
     tx.execute(
         &tx.prepare_cached(
-            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit)
-             SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at, eight_bit
+            "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit,
+                                   client, from_addr, subject)
+             SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at, eight_bit,
+                    client, from_addr, subject
              FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
-                         $7::BYTEA[], $8::INTEGER[], $9::BYTEA[], $10::BOOLEAN[])
-                  AS m (id, received_at, sender, upstream, stream, size, head, chunks, data, eight_bit)",
+                         $7::BYTEA[], $8::INTEGER[], $9::BYTEA[], $10::BOOLEAN[], $11::TEXT[], $12::TEXT[], $13::TEXT[])
+                  AS m (id, received_at, sender, upstream, stream, size, head, chunks, data, eight_bit, client, from_addr, subject)",
         )
         .await?,
         &[
             &ids, &received, &senders, &upstreams, &streams, &sizes, &heads, &chunks, &tails,
-            &eight_bit,
+            &eight_bit, &clients, &froms, &subjects,
         ],
     )
     .await?;
@@ -201,6 +206,7 @@ pub async fn finish_delivered(
     client: &Client,
     id: &str,
     outcomes: &[(i64, Outcome)],
+    keep_history: bool,
 ) -> Result<bool, QueueError> {
     if !outcomes
         .iter()
@@ -209,6 +215,15 @@ pub async fn finish_delivered(
         return Ok(false);
     }
     let delivered: Vec<i64> = outcomes.iter().map(|(idx, _)| *idx).collect();
+    let replies: Vec<&str> = outcomes
+        .iter()
+        .map(|(_, o)| match o {
+            Outcome::Delivered(r) | Outcome::Deferred(r) | Outcome::Failed(r) => r.as_str(),
+        })
+        .collect();
+    // The history rows come from the statement's snapshot: the deleted
+    // message and its recipients (whose cascade happens at its end), the
+    // replies of this attempt from the outcomes.
     let gone: i64 = client
         .query_one(
             &client
@@ -217,12 +232,26 @@ pub async fn finish_delivered(
                          DELETE FROM messages WHERE id = $1 AND NOT EXISTS (
                              SELECT 1 FROM recipients r WHERE r.message_id = $1
                                AND (r.state = 'failed' OR (r.state = 'pending' AND NOT r.idx = ANY($2))))
-                         RETURNING id),
-                     body AS (DELETE FROM chunks WHERE message_id IN (SELECT id FROM gone))
+                         RETURNING id, received_at, client, sender, from_addr, subject, upstream,
+                                   stream, attempts),
+                     body AS (DELETE FROM chunks WHERE message_id IN (SELECT id FROM gone)),
+                     kept AS (
+                         INSERT INTO history (id, received_at, finished_at, client, sender, from_addr,
+                                              subject, upstream, stream, attempts)
+                         SELECT id, received_at, $4, client, sender, from_addr, subject, upstream,
+                                stream, attempts + 1
+                         FROM gone WHERE $5
+                         ON CONFLICT (id) DO NOTHING RETURNING id),
+                     rcpts AS (
+                         INSERT INTO history_recipients (message_id, idx, address, state, reply)
+                         SELECT r.message_id, r.idx, r.address, 'delivered', COALESCE(o.reply, r.reply)
+                         FROM recipients r
+                         LEFT JOIN unnest($2::BIGINT[], $3::TEXT[]) AS o (idx, reply) ON o.idx = r.idx
+                         WHERE r.message_id IN (SELECT id FROM kept))
                      SELECT COUNT(*) FROM gone",
                 )
                 .await?,
-            &[&id, &delivered],
+            &[&id, &delivered, &replies, &millis(SystemTime::now()), &keep_history],
         )
         .await?
         .get(0);
@@ -322,6 +351,9 @@ pub async fn finish(
             Finished::Failed
         })
     } else {
+        if policy.keep_history {
+            archive(tx, id, attempts, now).await?;
+        }
         // Its chunks and the message; recipients go with it (ON DELETE
         // CASCADE).
         tx.execute(
@@ -335,6 +367,36 @@ pub async fn finish(
         .await?;
         Ok(Finished::Delivered)
     }
+}
+
+/// Copies message `id` and its recipients into the history as it leaves
+/// the queue; see `crate::sql::archive`.
+pub async fn archive(
+    tx: &Transaction<'_>,
+    id: &str,
+    attempts: i32,
+    now: SystemTime,
+) -> Result<(), QueueError> {
+    tx.execute(
+        &tx.prepare_cached(&format!(
+            "WITH kept AS (
+                 INSERT INTO history (id, received_at, finished_at, client, sender, from_addr,
+                                      subject, upstream, stream, attempts)
+                 SELECT id, received_at, $2, client, sender, from_addr, subject, upstream, stream, $3
+                 FROM messages WHERE id = $1
+                 ON CONFLICT (id) DO NOTHING RETURNING id)
+             INSERT INTO history_recipients (message_id, idx, address, state, reply)
+             SELECT message_id, idx, address,
+                    CASE state WHEN 'delivered' THEN 'delivered' ELSE 'failed' END,
+                    CASE state WHEN 'pending' THEN {} ELSE reply END
+             FROM recipients WHERE message_id IN (SELECT id FROM kept)",
+            crate::sql::NEVER_DELIVERED
+        ))
+        .await?,
+        &[&id, &millis(now), &attempts],
+    )
+    .await?;
+    Ok(())
 }
 
 /// How many of message `id`'s recipients are pending and failed.

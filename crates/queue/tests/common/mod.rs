@@ -13,6 +13,7 @@ pub fn policy() -> RetryPolicy {
         max_delay: Duration::from_millis(2),
         multiplier: 2.0,
         give_up_after: Duration::from_secs(3600),
+        keep_history: true,
     }
 }
 
@@ -26,6 +27,7 @@ pub fn message(id: &str, rcpts: &[&str]) -> NewMessage {
         upstream: "transactional".into(),
         stream: None,
         size: 5,
+        client: None,
         content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
     }
 }
