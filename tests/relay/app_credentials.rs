@@ -329,6 +329,30 @@ fn sighup_rereads_the_certificate_and_a_bad_one_keeps_the_running() {
     .starts_with("250"));
 }
 
+/// Renewed in place (cert-manager, certbot) with no signal: the relay
+/// sees the files change and new sessions get the new certificate.
+#[test]
+fn a_renewed_certificate_is_picked_up_without_a_signal() {
+    let (t, b) = (fake(), fake());
+    let pki = Pki::new();
+    let mut relay = relay_for(&t, &b, &pki.server_keys());
+    let old_ca = pki.ca();
+    assert_eq!(presented(&relay, &[&old_ca]), hex(pki.cert.cert_der()));
+    let renewed = ServerCert::generate("postmark-relay renewed in place CA");
+    let new_ca = pki.path("renewed-ca.pem");
+    std::fs::write(&new_ca, &renewed.ca_pem).unwrap();
+    pki.write(&renewed);
+    // The relay compares the files' times every 10 s.
+    relay.wait_log(
+        "the certificate or key file changed",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        presented(&relay, &[&old_ca, &new_ca]),
+        hex(renewed.cert_der())
+    );
+}
+
 #[test]
 fn hash_password_reads_one_line_and_refuses_an_empty_one() {
     let out = hash_password("pa ss\r\nsecond line ignored\n");

@@ -84,10 +84,13 @@ fn assert_config_loads(what: &str, env: &BTreeMap<String, String>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
+    let file = env
+        .get("POSTMARK_RELAY_CONFIG")
+        .map_or(empty, std::path::PathBuf::from);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_postmark-relay"));
     cmd.arg("config")
         .arg("-c")
-        .arg(&empty)
+        .arg(&file)
         .env_remove("RUST_LOG");
     for (key, _) in std::env::vars() {
         if key.starts_with("POSTMARK_") {
@@ -170,6 +173,33 @@ fn example_secret(name: &str) -> Value {
         .into_iter()
         .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("secret.example.yaml: no Secret {name}"))
+}
+
+/// What a mounted Secret's `key` holds: the example Secret's value, with a
+/// real hash for each password_hash placeholder; the TLS Secret (made by
+/// cert-manager or `kubectl create secret tls`) gets a generated
+/// certificate.
+fn secret_file(secret: &str, key: &str) -> String {
+    if secret == "postmark-relay-tls" {
+        // One certificate for both keys: they must fit each other.
+        static CERT: std::sync::OnceLock<relay_testkit::ServerCert> = std::sync::OnceLock::new();
+        let cert = CERT.get_or_init(|| relay_testkit::ServerCert::generate("deploy files test CA"));
+        return match key {
+            "tls.crt" => cert.cert_pem.clone(),
+            "tls.key" => cert.key_pem.clone(),
+            other => panic!("a TLS Secret has no key {other}"),
+        };
+    }
+    let value = example_secret(secret)["stringData"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("secret.example.yaml: {secret} has no {key}"))
+        .to_owned();
+    let placeholder = "PASTE the output of postmark-relay hash-password";
+    if value.contains(placeholder) {
+        value.replace(placeholder, &crate::app_credentials::hash("example"))
+    } else {
+        value
+    }
 }
 
 /// The relay container's settings on top of the image's ENV (the pod
@@ -402,48 +432,56 @@ fn kubernetes_shared_service_matches_the_binary() {
         !effective.contains_key("POSTMARK_RELAY_QUEUE__URL"),
         "{file}: the url would win over url_file"
     );
-    // The URL file is the mounted Secret's key, readable by no one else.
-    let url_file = effective["POSTMARK_RELAY_QUEUE__URL_FILE"].clone();
-    let (dir, name) = url_file.rsplit_once('/').unwrap();
-    let mount = relay["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["mountPath"] == dir)
-        .unwrap_or_else(|| panic!("{file}: nothing mounted at {dir}"));
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
-    let secret_volume = &volume["secret"];
-    let key = match secret_volume["items"].as_array() {
-        Some(items) => items
-            .iter()
-            .find(|i| i["path"] == name)
-            .unwrap_or_else(|| panic!("{file}: the Secret has no item {name}"))["key"]
-            .as_str()
-            .unwrap(),
-        None => name,
-    };
-    let mode = secret_volume["defaultMode"].as_u64().unwrap();
-    assert_eq!(mode & 0o007, 0, "{file}: the URL file is mode {mode:o}");
-    let secret = example_secret(secret_volume["secretName"].as_str().unwrap());
-    let url = secret["stringData"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("secret.example.yaml: no {key}"));
+    // Every file the settings name is a mounted Secret's key, readable by
+    // no one else; with the example Secrets' contents (a generated
+    // certificate for the TLS Secret, real hashes for the placeholders) in
+    // their place, the settings load.
     let tmp = tempfile::tempdir().unwrap();
-    let here = tmp.path().join(name);
-    std::fs::write(&here, url).unwrap();
     let mut here_env = effective.clone();
-    here_env.insert(
-        "POSTMARK_RELAY_QUEUE__URL_FILE".into(),
-        here.display().to_string(),
+    for (var, path) in &effective {
+        if !(var.ends_with("_FILE") || var == "POSTMARK_RELAY_CONFIG") {
+            continue;
+        }
+        let (dir, name) = path.rsplit_once('/').unwrap();
+        let mount = relay["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == dir)
+            .unwrap_or_else(|| panic!("{file}: {var}: nothing mounted at {dir}"));
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{file}: no volume {}", mount["name"]));
+        let secret_volume = &volume["secret"];
+        let key = match secret_volume["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .find(|i| i["path"] == name)
+                .unwrap_or_else(|| panic!("{file}: the Secret has no item {name}"))["key"]
+                .as_str()
+                .unwrap(),
+            None => name,
+        };
+        let mode = secret_volume["defaultMode"].as_u64().unwrap();
+        assert_eq!(mode & 0o007, 0, "{file}: {path} is mode {mode:o}");
+        let content = secret_file(secret_volume["secretName"].as_str().unwrap(), key);
+        let here = tmp.path().join(var);
+        std::fs::write(&here, content).unwrap();
+        here_env.insert(var.clone(), here.display().to_string());
+    }
+    assert!(
+        here_env["POSTMARK_RELAY_SERVER__REQUIRE_AUTH"] == "true"
+            && here_env["POSTMARK_RELAY_SERVER__REQUIRE_TLS"] == "true",
+        "{file}: apps authenticate, over TLS"
     );
     let printed = assert_config_loads(file, &here_env);
     assert!(printed.contains(r#"backend = "postgres""#), "{printed}");
     assert!(printed.contains(r#"url = "postgres://"#), "{printed}");
+    assert!(printed.contains(r#"name = "newsletter""#), "{printed}");
+    assert!(printed.contains(r#"rate = "5000/h""#), "{printed}");
 
     // No state in the pod: the queue is in PostgreSQL.
     for volume in pod["volumes"].as_array().unwrap() {

@@ -16,6 +16,7 @@ mod ingest;
 mod prune;
 mod reload;
 mod supervisor;
+mod tls_watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,6 +128,9 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
         shutdown.clone(),
         deliveries.clone(),
     )?);
+    if let Some(tls) = &tls {
+        tokio::spawn(tls_watch::run(tls.clone(), shutdown.clone()));
+    }
     tokio::spawn(prune::run(
         queue.clone(),
         config.queue.history,

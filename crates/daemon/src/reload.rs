@@ -46,17 +46,7 @@ impl Reloader {
     async fn reload(&self) {
         tracing::info!("Reloading the configuration.");
         if let Some(tls) = &self.tls {
-            let files = tls.files();
-            match tls.reload() {
-                Ok(()) => tracing::info!(
-                    cert_file = %files.cert_file.display(),
-                    "Inbound TLS certificate re-read; new STARTTLS sessions present it."
-                ),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "Could not re-read server.tls_cert_file / server.tls_key_file; the running certificate stays in force."
-                ),
-            }
+            crate::tls_watch::reread(tls, "SIGHUP");
         }
         let new = match relay_config::load(self.file.as_deref()) {
             Ok(loaded) => loaded.config,
