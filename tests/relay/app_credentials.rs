@@ -353,6 +353,59 @@ fn a_renewed_certificate_is_picked_up_without_a_signal() {
     );
 }
 
+/// PHPMailer (Debian's libphp-phpmailer), as a PHP app configures it for
+/// a relay on another host: STARTTLS verified against the relay's CA, then
+/// AUTH with the app's name; a wrong password is refused.
+#[test]
+fn phpmailer_sends_with_starttls_and_auth() {
+    let (t, b) = (fake(), fake());
+    let pki = Pki::new();
+    let (billing, crm) = (hash(BILLING_PW), hash(CRM_PW));
+    let mut relay = relay_for(&t, &b, &with_clients(&pki.server_keys(), &billing, &crm));
+    let port = relay.addr.port();
+    let send = |password: &str, subject: &str| {
+        let script = format!(
+            r#"<?php
+require '/usr/share/php/libphp-phpmailer/autoload.php';
+$m = new PHPMailer\PHPMailer\PHPMailer(true);
+$m->isSMTP();
+$m->Host = '127.0.0.1';
+$m->Port = {port};
+$m->SMTPAuth = true;
+$m->Username = 'billing';
+$m->Password = {password:?};
+$m->SMTPSecure = PHPMailer\PHPMailer\PHPMailer::ENCRYPTION_STARTTLS;
+$m->SMTPOptions = ['ssl' => ['cafile' => {ca:?}, 'peer_name' => 'localhost']];
+$m->setFrom('app@example.com');
+$m->addAddress('u@example.net');
+$m->Subject = {subject:?};
+$m->Body = 'hello from PHPMailer';
+try {{ $m->send(); echo "sent\n"; }} catch (Exception $e) {{ echo $m->ErrorInfo, "\n"; exit(1); }}
+"#,
+            ca = pki.ca().display().to_string(),
+        );
+        Command::new("php")
+            .arg("-r")
+            .arg(script.trim_start_matches("<?php"))
+            .output()
+            .expect("php runs (apt-get install php-cli libphp-phpmailer)")
+    };
+    let out = send(BILLING_PW, "from phpmailer");
+    assert!(out.status.success(), "{}", text(&out));
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_each_once(&got, &["from phpmailer".into()]);
+    assert!(got[0].tls, "the relay's own upstream leg is TLS too");
+    relay.wait_log("client=billing", Duration::from_secs(5));
+    let refused = send(CRM_PW, "wrong password");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("authenticate"),
+        "{}",
+        text(&refused)
+    );
+    assert_no_secrets(&relay, &[BILLING_PW, CRM_PW, &billing, &crm]);
+}
+
 #[test]
 fn hash_password_reads_one_line_and_refuses_an_empty_one() {
     let out = hash_password("pa ss\r\nsecond line ignored\n");
