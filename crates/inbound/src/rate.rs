@@ -4,6 +4,9 @@
 //! messages and refills at `count` per period, so an app may send its
 //! whole allowance in a burst and then at the steady rate. Over the limit,
 //! MAIL gets `450 4.7.1` and the app's own queue retries later.
+//!
+//! Also counted per IP: failed AUTH attempts across sessions, so that a
+//! password guesser gains nothing by reconnecting.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,7 +32,12 @@ pub struct RateLimits {
 struct Buckets {
     clients: HashMap<String, Bucket>,
     ips: HashMap<IpAddr, Bucket>,
+    /// Failed AUTH attempts per IP and when the last one was.
+    auth_failures: HashMap<IpAddr, (u32, Instant)>,
 }
+
+/// How long an IP's failed AUTH attempts are remembered after its last.
+const FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Tokens left and when they were last counted.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +89,32 @@ impl RateLimits {
             anonymous: settings.rate,
             buckets: Mutex::new(Buckets::default()),
         }
+    }
+
+    /// Counts a failed AUTH from `ip`; returns its failures within
+    /// [`FAILURE_MEMORY`] of each other, this one included.
+    pub fn auth_failed(&self, ip: IpAddr, now: Instant) -> u32 {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = &mut buckets.auth_failures;
+        if failures.len() >= MAX_IP_BUCKETS && !failures.contains_key(&ip) {
+            failures.retain(|_, (_, last)| now.saturating_duration_since(*last) < FAILURE_MEMORY);
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) >= FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        entry.0
+    }
+
+    /// Forgets `ip`'s failed AUTH attempts (it got one right).
+    pub fn auth_succeeded(&self, ip: IpAddr) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .auth_failures
+            .remove(&ip);
     }
 
     /// Takes one message from `sender`'s bucket; `Err` with the rate that
@@ -189,6 +223,24 @@ mod tests {
         assert!(l.take(Sender::Anonymous(one), t0).is_ok());
         assert!(l.take(Sender::Anonymous(one), t0).is_err());
         assert!(l.take(Sender::Anonymous(two), t0).is_ok());
+    }
+
+    #[test]
+    fn auth_failures_add_up_per_ip_until_forgotten() {
+        let l = limits(None);
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(l.auth_failed(ip, t0), 1);
+        assert_eq!(l.auth_failed(ip, t0), 2);
+        assert_eq!(l.auth_failed("10.0.0.2".parse().unwrap(), t0), 1);
+        assert_eq!(
+            l.auth_failed(ip, t0 + FAILURE_MEMORY),
+            1,
+            "forgotten after a quiet while"
+        );
+        l.auth_failed(ip, t0 + FAILURE_MEMORY);
+        l.auth_succeeded(ip);
+        assert_eq!(l.auth_failed(ip, t0 + FAILURE_MEMORY), 1);
     }
 
     #[test]

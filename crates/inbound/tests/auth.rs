@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use base64ct::{Base64, Encoding};
 use relay_config::{Client, Secret, TlsFiles};
-use relay_inbound::{InboundTls, ReceivedMessage, Session, Store};
+use relay_inbound::{InboundTls, RateLimits, ReceivedMessage, Session, Store};
 use relay_testkit::ServerCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -418,27 +418,59 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     assert!(r.store.messages.lock().unwrap().is_empty());
 }
 
+/// Failed AUTH attempts add up per client address across sessions:
+/// reconnecting does not reset them. The fourth is answered after a delay.
 #[tokio::test]
-async fn failures_after_the_third_are_answered_slowly() {
-    let mut r = start(settings(), None, LOCAL);
-    reply(&mut r.client).await;
-    cmd(&mut r.client, "EHLO app").await;
+async fn failures_after_the_third_from_one_address_are_answered_slowly() {
+    let settings = Arc::new(settings());
+    let limits = Arc::new(RateLimits::new(&settings));
+    let session = |peer: &str| {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let session = Session::new(
+            server,
+            peer.parse().unwrap(),
+            settings.clone(),
+            Arc::new(MemoryStore::default()),
+            CancellationToken::new(),
+        )
+        .with_rate_limits(limits.clone());
+        tokio::spawn(session.run());
+        client
+    };
     let wrong = format!("AUTH PLAIN {}", plain("billing", "wrong"));
     let started = Instant::now();
     for _ in 0..3 {
-        assert!(cmd(&mut r.client, &wrong).await.starts_with("535"));
+        // A new session for each attempt, as a guesser would.
+        let mut c = session(LOCAL);
+        reply(&mut c).await;
+        cmd(&mut c, "EHLO app").await;
+        assert!(cmd(&mut c, &wrong).await.starts_with("535"));
     }
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
+    let mut c = session(LOCAL);
+    reply(&mut c).await;
+    cmd(&mut c, "EHLO app").await;
     let fourth = Instant::now();
-    assert!(cmd(&mut r.client, &wrong).await.starts_with("535"));
+    assert!(cmd(&mut c, &wrong).await.starts_with("535"));
     assert!(
         fourth.elapsed() >= Duration::from_secs(1),
         "{:?}",
         fourth.elapsed()
+    );
+    // Another address is not slowed down by them.
+    let mut other = session("127.0.0.2:40000");
+    reply(&mut other).await;
+    cmd(&mut other, "EHLO app").await;
+    let quick = Instant::now();
+    assert!(cmd(&mut other, &wrong).await.starts_with("535"));
+    assert!(
+        quick.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        quick.elapsed()
     );
 }
 

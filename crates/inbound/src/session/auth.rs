@@ -154,23 +154,26 @@ where
                 tracing::info!(peer = %self.client(), client = %name, "Client authenticated.");
                 self.authenticated = true;
                 self.client_name = Some(name);
-                self.auth_failures = 0;
+                self.rates.auth_succeeded(self.client().ip());
                 self.reply(reply::AUTH_OK);
             }
             found => self.fail(found).await,
         }
     }
 
-    /// Answers `535`, after a delay once the session has failed often.
+    /// Answers `535`, after a delay once the client's address has failed
+    /// often (in this session or others).
     async fn fail(&mut self, known: Option<String>) {
-        self.auth_failures += 1;
+        let failures = self
+            .rates
+            .auth_failed(self.client().ip(), std::time::Instant::now());
         tracing::warn!(
             peer = %self.client(),
             client = known.as_deref().unwrap_or(""),
-            failures = self.auth_failures,
+            failures,
             "AUTH failed: wrong username or password."
         );
-        if self.auth_failures > FREE_FAILURES {
+        if failures > FREE_FAILURES {
             tokio::time::sleep(FAILURE_DELAY).await;
         }
         self.reply(reply::AUTH_INVALID);

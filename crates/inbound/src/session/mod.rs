@@ -80,13 +80,12 @@ pub struct Session<S, T> {
     pub(crate) authenticated: bool,
     /// The `[[clients]]` name this session authenticated as.
     pub(crate) client_name: Option<String>,
-    /// Failed AUTH attempts so far; past a few, each answer is delayed.
-    pub(crate) auth_failures: u32,
     /// Shared by every session of a listener: argon2 takes ~19 MiB per
     /// verification, so a flood of AUTH attempts must not run them all at
     /// once (memory would grow with the number of attempts).
     pub(crate) verifications: Arc<Semaphore>,
-    /// Rate-limit buckets, shared by every session of a listener.
+    /// Rate-limit buckets and failed-AUTH counts per IP, shared by every
+    /// session of a listener.
     pub(crate) rates: Arc<RateLimits>,
 }
 
@@ -116,7 +115,6 @@ where
             tx: None,
             authenticated: false,
             client_name: None,
-            auth_failures: 0,
             verifications: Arc::new(Semaphore::new(1)),
             rates: Arc::new(RateLimits::new(&settings)),
             settings,
