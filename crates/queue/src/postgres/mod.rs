@@ -16,6 +16,7 @@
 //!   they are old ([`ORPHAN_AGE`]): another replica may be receiving one.
 
 mod connect;
+mod finisher;
 mod inspect;
 mod lease;
 mod listen;
@@ -89,6 +90,8 @@ pub struct PgQueue {
     prepared: Arc<OnceCell<()>>,
     schema: Arc<str>,
     enqueues: mpsc::Sender<writer::Request>,
+    /// To the group commit of fully delivered messages.
+    finishes: mpsc::Sender<finisher::Request>,
     arrivals: Arc<Notify>,
     policy: Arc<RwLock<RetryPolicy>>,
     /// This replica's name on the leases it holds.
@@ -124,6 +127,7 @@ impl PgQueue {
         let arrivals = Arc::new(Notify::new());
         let channel = channel(&settings.schema);
         let (enqueues, requests) = mpsc::channel(crate::writer::MAX_BATCH * 4);
+        let (finishes, finished) = mpsc::channel(crate::writer::MAX_BATCH * 4);
         let owner: Arc<str> = lease::identity().into();
         let tasks = vec![
             tokio::spawn(writer::run(
@@ -133,6 +137,7 @@ impl PgQueue {
                 owner.clone(),
                 arrivals.clone(),
             )),
+            tokio::spawn(finisher::run(pool.clone(), finished)),
             tokio::spawn(listen::run(
                 target,
                 channel,
@@ -150,6 +155,7 @@ impl PgQueue {
             prepared: Arc::new(OnceCell::new()),
             schema: settings.schema.clone().into(),
             enqueues,
+            finishes,
             arrivals,
             policy: Arc::new(RwLock::new(policy)),
             owner,
@@ -385,10 +391,23 @@ impl Queue for PgQueue {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut client = self.client().await?;
-        if sql::finish_delivered(&client, id, &outcomes, policy.keep_history).await? {
-            return Ok(Finished::Delivered);
+        if let Some(delivered) = all_delivered(&outcomes) {
+            self.prepare().await?;
+            let (reply, answer) = oneshot::channel();
+            self.finishes
+                .send(finisher::Request {
+                    id: id.to_owned(),
+                    delivered,
+                    keep_history: policy.keep_history,
+                    reply,
+                })
+                .await
+                .map_err(|_| QueueError::WriterGone)?;
+            if answer.await.map_err(|_| QueueError::WriterGone)?? {
+                return Ok(Finished::Delivered);
+            }
         }
+        let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let finished = sql::finish(
             &tx,
@@ -444,4 +463,16 @@ impl Queue for PgQueue {
     fn arrivals(&self) -> Arc<Notify> {
         self.arrivals.clone()
     }
+}
+
+/// Each recipient's (index, reply) when every outcome is a delivery: the
+/// case the finisher removes in a batch.
+fn all_delivered(outcomes: &[(i64, Outcome)]) -> Option<Vec<(i64, String)>> {
+    outcomes
+        .iter()
+        .map(|(idx, o)| match o {
+            Outcome::Delivered(reply) => Some((*idx, reply.clone())),
+            _ => None,
+        })
+        .collect()
 }

@@ -198,42 +198,35 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// The common finish in one statement (its own transaction): every
-/// outcome is a delivery and no other recipient is pending or failed, so
-/// the message, its recipients and its chunks go. `false` (nothing
-/// changed) when that does not hold; then [`finish`] does the general case.
+/// Removes every message of `ids` (parallel to `idx` and `replies`: one
+/// entry per recipient delivered in this attempt) whose other recipients
+/// are all delivered already, with its body, and with `keep_history` writes
+/// each one's history (the replies of this attempt from the arrays, the
+/// earlier ones from the table): one statement for a whole batch of
+/// finished deliveries. Returns the ids removed; the others still have a
+/// pending or failed recipient and are recorded by [`finish`].
+///
+/// The history rows come from the statement's snapshot: the deleted
+/// messages and their recipients, whose cascade happens at its end.
 pub async fn finish_delivered(
     client: &Client,
-    id: &str,
-    outcomes: &[(i64, Outcome)],
+    ids: &[&str],
+    idx: &[i64],
+    replies: &[&str],
     keep_history: bool,
-) -> Result<bool, QueueError> {
-    if !outcomes
-        .iter()
-        .all(|(_, o)| matches!(o, Outcome::Delivered(_)))
-    {
-        return Ok(false);
-    }
-    let delivered: Vec<i64> = outcomes.iter().map(|(idx, _)| *idx).collect();
-    let replies: Vec<&str> = outcomes
-        .iter()
-        .map(|(_, o)| match o {
-            Outcome::Delivered(r) | Outcome::Deferred(r) | Outcome::Failed(r) => r.as_str(),
-        })
-        .collect();
-    // The history rows come from the statement's snapshot: the deleted
-    // message and its recipients (whose cascade happens at its end), the
-    // replies of this attempt from the outcomes.
-    let gone: i64 = client
-        .query_one(
+) -> Result<Vec<String>, QueueError> {
+    let rows = client
+        .query(
             &client
                 .prepare_cached(
-                    "WITH gone AS (
-                         DELETE FROM messages WHERE id = $1 AND NOT EXISTS (
-                             SELECT 1 FROM recipients r WHERE r.message_id = $1
-                               AND (r.state = 'failed' OR (r.state = 'pending' AND NOT r.idx = ANY($2))))
-                         RETURNING id, received_at, client, sender, from_addr, subject, upstream,
-                                   stream, attempts),
+                    "WITH o AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS o (id, idx, reply)),
+                     gone AS (
+                         DELETE FROM messages m WHERE m.id IN (SELECT DISTINCT id FROM o) AND NOT EXISTS (
+                             SELECT 1 FROM recipients r WHERE r.message_id = m.id
+                               AND (r.state = 'failed' OR (r.state = 'pending' AND NOT EXISTS (
+                                   SELECT 1 FROM o WHERE o.id = r.message_id AND o.idx = r.idx))))
+                         RETURNING m.id, m.received_at, m.client, m.sender, m.from_addr, m.subject,
+                                   m.upstream, m.stream, m.attempts),
                      body AS (DELETE FROM chunks WHERE message_id IN (SELECT id FROM gone)),
                      kept AS (
                          INSERT INTO history (id, received_at, finished_at, client, sender, from_addr,
@@ -246,16 +239,15 @@ pub async fn finish_delivered(
                          INSERT INTO history_recipients (message_id, idx, address, state, reply)
                          SELECT r.message_id, r.idx, r.address, 'delivered', COALESCE(o.reply, r.reply)
                          FROM recipients r
-                         LEFT JOIN unnest($2::BIGINT[], $3::TEXT[]) AS o (idx, reply) ON o.idx = r.idx
+                         LEFT JOIN o ON o.id = r.message_id AND o.idx = r.idx
                          WHERE r.message_id IN (SELECT id FROM kept))
-                     SELECT COUNT(*) FROM gone",
+                     SELECT id FROM gone",
                 )
                 .await?,
-            &[&id, &delivered, &replies, &millis(SystemTime::now()), &keep_history],
+            &[&ids, &idx, &replies, &millis(SystemTime::now()), &keep_history],
         )
-        .await?
-        .get(0);
-    Ok(gone > 0)
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 pub async fn finish(
