@@ -185,6 +185,12 @@ fn readyz_is_503_with_an_account_token_and_200_after_a_reload_with_the_server_to
     });
     let (_, body) = get(admin, "/readyz");
     assert!(body.contains("transactional"), "{body}");
+    let (_, metrics) = get(admin, "/metrics");
+    assert_eq!(
+        metric(&metrics, "postmark_relay_ready "),
+        Some(0.0),
+        "{metrics}"
+    );
 
     std::fs::write(relay.dir.path().join("relay.toml"), config_with(TOKEN)).unwrap();
     relay.hup();
@@ -194,6 +200,12 @@ fn readyz_is_503_with_an_account_token_and_200_after_a_reload_with_the_server_to
     wait_until("/readyz to go 200", Duration::from_secs(10), || {
         get(admin, "/readyz").0 == 200
     });
+    let (_, metrics) = get(admin, "/metrics");
+    assert_eq!(
+        metric(&metrics, "postmark_relay_ready "),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(
         relay
             .logs()

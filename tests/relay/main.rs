@@ -21,6 +21,7 @@ mod faults_upstream;
 mod harness;
 mod limits;
 mod memory;
+mod monitoring;
 mod pooling;
 mod privacy;
 mod queue_cmd;

@@ -79,6 +79,7 @@ impl Supervisor {
         for upstream in upstreams {
             tracing::info!(upstream = %upstream.name, host = %upstream.host, port = upstream.port, tls = ?upstream.tls, connections = upstream.connections, "Delivering to upstream.");
             let name = upstream.name.clone();
+            self.metrics.start_upstream(&name);
             let pause = relay_delivery::spawn(
                 upstream,
                 self.queue.clone(),

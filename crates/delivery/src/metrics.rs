@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::outcome::FailureReason;
+
 /// Label set: `upstream="..."` (and `reason` for failures).
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -68,9 +70,54 @@ impl Metrics {
             self.connections.clone(),
         );
     }
+
+    /// Creates `name`'s relayed, deferred and failed counters at 0, so
+    /// they are scraped before anything happens: Prometheus's `rate` and
+    /// `increase` cannot see a series' first value, and an alert on
+    /// failures would miss the first one if the series were born at 1.
+    pub fn start_upstream(&self, name: &str) {
+        // Created is enough: the handles (clones) are dropped at once.
+        self.relayed.get_or_create_owned(&upstream(name));
+        self.deferred.get_or_create_owned(&upstream(name));
+        for reason in FailureReason::ALL {
+            self.failed.get_or_create_owned(&failed(name, reason));
+        }
+    }
 }
 
 /// `upstream="name"`.
 pub fn upstream(name: &str) -> Labels {
     vec![("upstream", name.to_string())]
+}
+
+/// `upstream="name", reason="..."`, for `failed`.
+pub fn failed(name: &str, reason: FailureReason) -> Labels {
+    vec![
+        ("upstream", name.to_string()),
+        ("reason", reason.label().to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_upstream_is_scraped_at_zero_before_any_delivery() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.start_upstream("transactional");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"postmark_relay_messages_relayed_total{upstream="transactional"} 0"#,
+            r#"postmark_relay_messages_deferred_total{upstream="transactional"} 0"#,
+            r#"postmark_relay_messages_failed_total{upstream="transactional",reason="rejected"} 0"#,
+            r#"postmark_relay_messages_failed_total{upstream="transactional",reason="unverified_sender"} 0"#,
+            r#"postmark_relay_messages_failed_total{upstream="transactional",reason="expired"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+        }
+    }
 }

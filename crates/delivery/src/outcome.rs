@@ -122,6 +122,13 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason, for metrics that start at 0.
+    pub const ALL: [FailureReason; 3] = [
+        FailureReason::Rejected,
+        FailureReason::UnverifiedSender,
+        FailureReason::Expired,
+    ];
+
     /// Why a refusal with this reply text failed the message.
     pub fn of_refusal(reply: &str) -> FailureReason {
         match Diagnosis::of(reply) {

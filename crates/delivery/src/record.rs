@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Attempt;
-use crate::metrics::{upstream as upstream_label, Metrics};
+use crate::metrics::{self, upstream as upstream_label, Metrics};
 use crate::outcome::FailureReason;
 use crate::Upstream;
 
@@ -141,10 +141,7 @@ impl<Q: Queue> Recorder<'_, Q> {
         let up = &self.upstream.name;
         self.metrics
             .failed
-            .get_or_create(&vec![
-                ("upstream", up.to_string()),
-                ("reason", reason.label().to_string()),
-            ])
+            .get_or_create(&metrics::failed(up, reason))
             .inc();
         tracing::warn!(queue_id = %id, upstream = %up, reason = reason.label(), "Message failed; kept in the queue for inspection.");
     }

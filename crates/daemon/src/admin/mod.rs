@@ -29,6 +29,8 @@ pub struct Admin {
     queue_depth: Family<Labels, Gauge>,
     oldest_age: Gauge<f64, AtomicU64>,
     paused: Family<Labels, Gauge>,
+    /// What `/readyz` would answer (1 for 200), so an alert can see it.
+    ready: Gauge,
     queue: AnyQueue,
     queue_path: PathBuf,
     /// Opened on first use, reused after; a read-only view of the queue,
@@ -56,6 +58,7 @@ impl Admin {
         let queue_depth = Family::default();
         let oldest_age = Gauge::default();
         let paused = Family::default();
+        let ready = Gauge::default();
         registry.register(
             "postmark_relay_smtp_sessions_active",
             "Inbound SMTP sessions open",
@@ -76,12 +79,18 @@ impl Admin {
             "1 while an upstream is paused because it refused our credentials",
             paused.clone(),
         );
+        registry.register(
+            "postmark_relay_ready",
+            "1 when /readyz answers 200, else 0",
+            ready.clone(),
+        );
         Admin {
             registry,
             sessions_active,
             queue_depth,
             oldest_age,
             paused,
+            ready,
             queue,
             queue_path,
             inspector: Arc::new(Mutex::new(None)),
@@ -136,6 +145,8 @@ impl Admin {
                 .get_or_create(&vec![("upstream", name)])
                 .set(i64::from(paused));
         }
+        self.ready
+            .set(i64::from(self.unready_reason().await.is_none()));
         match self.queue_stats().await {
             Ok(stats) => {
                 for (state, n) in [
