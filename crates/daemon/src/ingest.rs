@@ -37,6 +37,29 @@ pub struct IngestMetrics {
 }
 
 impl IngestMetrics {
+    /// Shows every configured client's counters at 0 from the start, so
+    /// that Prometheus' `rate()` and `increase()` see its first message
+    /// (a series that appears already at 1 shows no increase).
+    pub fn start_at_zero(&self, clients: &[relay_config::Client]) {
+        let names = clients
+            .iter()
+            .map(|c| c.name.clone())
+            .chain([relay_config::ANONYMOUS_CLIENT.to_owned()]);
+        for name in names {
+            if name != relay_config::ANONYMOUS_CLIENT {
+                let _ = self
+                    .client_received
+                    .get_or_create(&vec![("client", name.clone())]);
+            }
+            for reason in [Refusal::Rate, Refusal::Sender] {
+                let _ = self.client_refused.get_or_create(&vec![
+                    ("client", name.clone()),
+                    ("reason", reason.as_str().to_owned()),
+                ]);
+            }
+        }
+    }
+
     /// Registers the three under the `postmark_relay_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(

@@ -120,6 +120,7 @@ pub async fn run(loaded: Loaded, control: Control) -> Result<(), StartError> {
     let deliveries = TaskTracker::new();
     let metrics = Arc::new(relay_delivery::Metrics::default());
     let ingest_metrics = IngestMetrics::default();
+    ingest_metrics.start_at_zero(&config.server.clients);
 
     let supervisor = Arc::new(Supervisor::start(
         &config,
