@@ -157,12 +157,15 @@ fn history_finds_delivered_and_deleted_messages_by_each_filter() {
     wait_until(
         "the third message in the history",
         Duration::from_secs(20),
-        || match ids(&queue, &["--from", "app@example.com", "--limit", "1"]).pop() {
-            Some(id) if id != first => {
+        || match ids(&queue, &["--from", "app@example.com"])
+            .into_iter()
+            .find(|id| *id != first)
+        {
+            Some(id) => {
                 third = id;
                 true
             }
-            _ => false,
+            None => false,
         },
     );
 
