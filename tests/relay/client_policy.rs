@@ -17,7 +17,7 @@ const NEWS_PW: &str = "news-password";
 const BILLING_PW: &str = "billing-password";
 
 /// `[[clients]]` text for `name` with `password`, plus `extra` keys.
-fn client(name: &str, password: &str, extra: &str) -> String {
+pub(crate) fn client(name: &str, password: &str, extra: &str) -> String {
     format!(
         "[[clients]]\nname = \"{name}\"\npassword_hash = \"{}\"\n{extra}\n",
         hash(password)
@@ -27,7 +27,12 @@ fn client(name: &str, password: &str, extra: &str) -> String {
 /// Python smtplib: one session that logs in (over plain text: loopback)
 /// and sends each subject in turn; prints each message's outcome as
 /// `ok` or the SMTP code, one per line.
-fn smtplib_session(relay: &Relay, user: &str, password: &str, subjects: &[&str]) -> Vec<String> {
+pub(crate) fn smtplib_session(
+    relay: &Relay,
+    user: &str,
+    password: &str,
+    subjects: &[&str],
+) -> Vec<String> {
     let script = format!(
         r#"
 import smtplib, sys

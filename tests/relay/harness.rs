@@ -410,11 +410,21 @@ impl QueueDir {
     /// Runs `postmark-relay queue ARGS` against it (with nothing from the
     /// test's environment that configures it).
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.run("queue", args)
+    }
+
+    /// Runs `postmark-relay history ARGS` against it, as [`QueueDir::cli`].
+    pub fn history(&self, args: &[&str]) -> Output {
+        self.run("history", args)
+    }
+
+    /// Runs `postmark-relay COMMAND ARGS` with only its `[queue]` section.
+    fn run(&self, command: &str, args: &[&str]) -> Output {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("queue.toml");
         std::fs::write(&config, &self.section).unwrap();
         cli_command(&self.enter)
-            .arg("queue")
+            .arg(command)
             .args(args)
             .arg("-c")
             .arg(&config)

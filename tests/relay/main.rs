@@ -19,6 +19,7 @@ mod faults_disk;
 mod faults_stop;
 mod faults_upstream;
 mod harness;
+mod history;
 mod limits;
 mod memory;
 mod monitoring;

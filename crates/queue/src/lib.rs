@@ -9,20 +9,26 @@
 //!
 //! One SQLite database, `queue.sqlite3`, in the configured folder, in WAL mode
 //! with `synchronous=FULL` (a commit is on disk when it returns).
-//! `PRAGMA user_version` is the schema version (currently 3; an older
+//! `PRAGMA user_version` is the schema version (currently 5; an older
 //! queue is upgraded in place when opened: its messages read as they are).
 //!
 //! - `messages(id, received_at, sender, upstream, stream, size, data, state,
 //!   attempts, next_attempt_at, lease_until, last_error, head, chunks,
-//!   eight_bit)`: one row per message; times are Unix milliseconds. The
-//!   message (CRLF line endings, headers the relay added included, not
-//!   dot-stuffed) is `head`, then `chunks` rows of `chunks`, then `data`
-//!   (see [`Content`]); `eight_bit` says whether any of it is 8-bit.
+//!   eight_bit, client, from_addr, subject)`: one row per message; times
+//!   are Unix milliseconds. The message (CRLF line endings, headers the
+//!   relay added included, not dot-stuffed) is `head`, then `chunks` rows
+//!   of `chunks`, then `data` (see [`Content`]); `eight_bit` says whether
+//!   any of it is 8-bit.
 //! - `recipients(message_id, idx, address, state, reply)`: one row per
 //!   envelope recipient, in RCPT order.
 //! - `chunks(message_id, seq, data)`: a large message's body in pieces of
 //!   at most 64 KiB, written while the client is still sending it, so memory
 //!   never holds a whole message.
+//! - `history(id, received_at, finished_at, client, sender, from_addr,
+//!   subject, upstream, stream, attempts)` and `history_recipients(
+//!   message_id, idx, address, state, reply)`: the delivery history, a
+//!   message's metadata and each recipient's final state once it left the
+//!   queue, never its body (see [`HistoryEntry`]).
 //!
 //! The shared store ([`PgQueue`], `queue.backend = "postgres"`) keeps the
 //! same tables in its own PostgreSQL schema, plus each lease's holder; see

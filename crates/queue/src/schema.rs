@@ -95,8 +95,17 @@ CREATE INDEX IF NOT EXISTS history_recipients_address
 PRAGMA user_version = 4;
 ";
 
+/// From version 4: the failed recipients of the history in an index of
+/// their own, so `history --state failed` reads those (few, as a rule)
+/// instead of every recipient.
+const V4_TO_V5: &str = "
+CREATE INDEX IF NOT EXISTS history_recipients_failed
+    ON history_recipients (message_id) WHERE state = 'failed';
+PRAGMA user_version = 5;
+";
+
 /// The schema version this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// Opens (creating if needed) the queue database in `folder`, in WAL mode
 /// with `synchronous=FULL` so every commit is fsynced, and brings its
@@ -132,10 +141,11 @@ pub fn migrate(conn: &Connection) -> Result<(), QueueError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     // Each step takes the schema one version further, in one transaction.
     let steps = match version {
-        0 => &[V1, V1_TO_V2, V2_TO_V3, V3_TO_V4][..],
-        1 => &[V1_TO_V2, V2_TO_V3, V3_TO_V4][..],
-        2 => &[V2_TO_V3, V3_TO_V4][..],
-        3 => &[V3_TO_V4][..],
+        0 => &[V1, V1_TO_V2, V2_TO_V3, V3_TO_V4, V4_TO_V5][..],
+        1 => &[V1_TO_V2, V2_TO_V3, V3_TO_V4, V4_TO_V5][..],
+        2 => &[V2_TO_V3, V3_TO_V4, V4_TO_V5][..],
+        3 => &[V3_TO_V4, V4_TO_V5][..],
+        4 => &[V4_TO_V5][..],
         VERSION => return Ok(()),
         newer => return Err(QueueError::NewerSchema(newer)),
     };

@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use crate::QueueError;
 
 /// The version this build writes.
-pub const VERSION: i32 = 3;
+pub const VERSION: i32 = 4;
 
 /// Key of the advisory lock that serialises migrations (any constant
 /// works; this one spells "pmrelay" in ASCII).
@@ -95,6 +95,12 @@ CREATE TABLE history_recipients (
 CREATE INDEX history_recipients_address ON history_recipients (lower(address) text_pattern_ops);
 ";
 
+/// Version 4: as SQLite schema 5, the failed recipients of the history in
+/// an index of their own (`history --state failed`).
+const V3_TO_V4: &str = "
+CREATE INDEX history_recipients_failed ON history_recipients (message_id) WHERE state = 'failed';
+";
+
 /// Creates `schema` and brings its tables to [`VERSION`]; a newer
 /// version is an error (a newer relay wrote it).
 pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
@@ -113,9 +119,10 @@ pub async fn migrate(pool: &Pool, schema: &str) -> Result<(), QueueError> {
         .await?
         .map_or(0, |row| row.get(0));
     let steps: &[&str] = match version {
-        0 => &[V1, V1_TO_V2, V2_TO_V3],
-        1 => &[V1_TO_V2, V2_TO_V3],
-        2 => &[V2_TO_V3],
+        0 => &[V1, V1_TO_V2, V2_TO_V3, V3_TO_V4],
+        1 => &[V1_TO_V2, V2_TO_V3, V3_TO_V4],
+        2 => &[V2_TO_V3, V3_TO_V4],
+        3 => &[V3_TO_V4],
         VERSION => &[],
         newer => return Err(QueueError::NewerSchema(i64::from(newer))),
     };
