@@ -9,8 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the history is pruned.
 const EVERY: Duration = Duration::from_secs(60);
-/// Most batches in one round; the rest waits for the next round.
-const MAX_BATCHES: usize = 100;
+/// Longest one round prunes; the rest waits for the next round. Batches
+/// are quick (~10 ms), so a round removes far more than a busy relay adds
+/// in a minute.
+const ROUND: Duration = Duration::from_secs(10);
 
 /// Prunes entries older than `keep` (all of them when `keep` is zero: the
 /// history is off) until `shutdown`.
@@ -25,7 +27,8 @@ pub async fn run(queue: AnyQueue, keep: Duration, shutdown: CancellationToken) {
             .checked_sub(keep)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut pruned = 0;
-        for _ in 0..MAX_BATCHES {
+        let started = std::time::Instant::now();
+        while started.elapsed() < ROUND {
             match queue.prune_history(before, PRUNE_BATCH).await {
                 Ok(n) => {
                     pruned += n;

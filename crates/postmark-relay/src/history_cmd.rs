@@ -46,10 +46,22 @@ pub fn run(config: &relay_config::Config, args: &HistoryArgs) -> ExitCode {
             }
         }
     } else if entries.is_empty() {
+        let kept = config.queue.history;
+        let days = kept.as_secs() / 86_400;
+        let window = if kept.is_zero() {
+            "The history is off (queue.history = \"0s\"): nothing is kept once a message leaves the queue.".to_owned()
+        } else if days > 0 && kept.as_secs().is_multiple_of(86_400) {
+            format!(
+                "It keeps messages that left the queue in the last {days} day(s) (queue.history)."
+            )
+        } else {
+            format!(
+                "It keeps messages that left the queue in the last {} (queue.history).",
+                humantime::format_duration(kept)
+            )
+        };
         eprintln!(
-            "No message in the history matches. It keeps messages that left the queue in the last {} \
-             (queue.history); waiting and failed ones are in `postmark-relay queue list`.",
-            humantime::format_duration(config.queue.history)
+            "No message in the history matches. {window} Waiting and failed ones are in `postmark-relay queue list`."
         );
     } else {
         print!("{}", lines(&entries, &query));

@@ -189,11 +189,29 @@ pub(crate) struct Dialect {
     pub ci_like: fn(&str, &str) -> String,
 }
 
+/// Messages a first, windowed try of a recipient filter looks at: the
+/// newest this many, each checked through the recipients' primary key.
+const RECENT_WINDOW: usize = 5000;
+
+/// The queries to try in order, stopping at the first that returns
+/// `q.limit` messages (the last one's answer is final). A recipient filter
+/// that matches many recipients (`*@big-customer.com`, `--state
+/// delivered`) would make the full query collect and sort every match, so
+/// it is first tried on the newest [`RECENT_WINDOW`] messages: when that
+/// finds `limit` of them they are the newest of all (nothing newer lies
+/// outside the window). A rare match finds fewer, and the full query,
+/// which starts from the recipients' address index, answers.
+pub(crate) fn plan(q: &HistoryQuery, d: &Dialect) -> Vec<Sql> {
+    if q.to.is_none() && q.state.is_none() {
+        return vec![select(q, d, None)];
+    }
+    vec![select(q, d, Some(RECENT_WINDOW)), select(q, d, None)]
+}
+
 /// `SELECT` of the matching messages' columns (in
-/// [`HistoryEntry`] order, recipients apart), newest first. A recipient
-/// filter starts from the recipients' address index; otherwise from the
-/// finish-time index.
-pub(crate) fn select(q: &HistoryQuery, d: &Dialect) -> Sql {
+/// [`HistoryEntry`] order, recipients apart), newest first; with `window`,
+/// among the newest `window` messages only.
+fn select(q: &HistoryQuery, d: &Dialect, window: Option<usize>) -> Sql {
     let mut params = Vec::new();
     let mut bind = |p: Param| {
         params.push(p);
@@ -228,12 +246,24 @@ pub(crate) fn select(q: &HistoryQuery, d: &Dialect) -> Sql {
             bind(Param::Text(state.as_str().into()))
         ));
     }
-    if !recipient.is_empty() {
+    if !recipient.is_empty() && window.is_some() {
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM history_recipients r WHERE r.message_id = h.id AND {})",
+            recipient.join(" AND ")
+        ));
+    } else if !recipient.is_empty() {
         conditions.push(format!(
             "h.id IN (SELECT r.message_id FROM history_recipients r WHERE {})",
             recipient.join(" AND ")
         ));
     }
+    let source = match window {
+        Some(n) => format!(
+            "(SELECT * FROM history ORDER BY finished_at DESC, id DESC LIMIT {}) h",
+            bind(Param::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+        ),
+        None => "history h".to_owned(),
+    };
     let limit = bind(Param::Int(i64::try_from(q.limit).unwrap_or(i64::MAX)));
     let filter = if conditions.is_empty() {
         String::new()
@@ -244,7 +274,7 @@ pub(crate) fn select(q: &HistoryQuery, d: &Dialect) -> Sql {
         text: format!(
             "SELECT h.id, h.received_at, h.finished_at, h.client, h.sender, h.from_addr, h.subject,
                     h.upstream, h.stream, h.attempts
-             FROM history h {filter}
+             FROM {source} {filter}
              ORDER BY h.finished_at DESC, h.id DESC LIMIT {limit}"
         ),
         params,
@@ -260,6 +290,32 @@ mod tests {
         assert_eq!(like_pattern("*@Example.com"), "%@example.com");
         assert_eq!(like_pattern("a?c"), "a_c");
         assert_eq!(like_pattern("100%_off\\"), "100\\%\\_off\\\\");
+    }
+
+    /// A recipient filter is tried on the newest messages first, then on
+    /// all; other filters need one query.
+    #[test]
+    fn recipient_filters_try_the_newest_messages_first() {
+        let d = Dialect {
+            placeholder: |n| format!("${n}"),
+            ci_like: |col, p| format!("lower({col}) LIKE {p}"),
+        };
+        let by_sender = HistoryQuery {
+            from: Some("a@b".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        assert_eq!(plan(&by_sender, &d).len(), 1);
+        let by_recipient = HistoryQuery {
+            to: Some("*@b".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        let tries = plan(&by_recipient, &d);
+        assert_eq!(tries.len(), 2);
+        assert!(tries[0].text.contains("LIMIT $2) h"), "{}", tries[0].text);
+        assert!(tries[0].text.contains("EXISTS"), "{}", tries[0].text);
+        assert!(!tries[1].text.contains(") h"), "{}", tries[1].text);
     }
 
     #[test]
@@ -285,6 +341,7 @@ mod tests {
                 ..Default::default()
             },
             &d,
+            None,
         );
         assert!(!all.text.contains("WHERE"), "{}", all.text);
         assert_eq!(all.params, [Param::Int(5)]);
@@ -294,7 +351,7 @@ mod tests {
             limit: 1,
             ..Default::default()
         };
-        let sql = select(&q, &d);
+        let sql = select(&q, &d, None);
         assert!(
             sql.text
                 .contains("lower(r.address) LIKE $1 AND r.state = $2"),

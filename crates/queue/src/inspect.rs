@@ -209,7 +209,7 @@ impl Inspector {
 
     /// Messages that left the queue matching `q`, newest first.
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, QueueError> {
-        let sql = history::select(
+        let plan = history::plan(
             q,
             &Dialect {
                 placeholder: |n| format!("?{n}"),
@@ -219,34 +219,40 @@ impl Inspector {
             },
         );
         let tx = self.conn.unchecked_transaction()?;
-        let params: Vec<Box<dyn rusqlite::ToSql>> = sql
-            .params
-            .into_iter()
-            .map(|p| -> Box<dyn rusqlite::ToSql> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let mut entries: Vec<HistoryEntry> = tx
-            .prepare(&sql.text)?
-            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
-                Ok(HistoryEntry {
-                    id: r.get(0)?,
-                    received_at: from_millis(r.get(1)?),
-                    finished_at: from_millis(r.get(2)?),
-                    client: r.get(3)?,
-                    sender: r.get(4)?,
-                    from: r.get(5)?,
-                    subject: r.get(6)?,
-                    upstream: r.get(7)?,
-                    stream: r.get(8)?,
-                    attempts: r.get(9)?,
-                    recipients: Vec::new(),
+        let mut entries = Vec::new();
+        for sql in plan {
+            let params: Vec<Box<dyn rusqlite::ToSql>> = sql
+                .params
+                .into_iter()
+                .map(|p| -> Box<dyn rusqlite::ToSql> {
+                    match p {
+                        Param::Text(t) => Box::new(t),
+                        Param::Int(i) => Box::new(i),
+                    }
                 })
-            })?
-            .collect::<Result<_, _>>()?;
+                .collect();
+            entries = tx
+                .prepare(&sql.text)?
+                .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                    Ok(HistoryEntry {
+                        id: r.get(0)?,
+                        received_at: from_millis(r.get(1)?),
+                        finished_at: from_millis(r.get(2)?),
+                        client: r.get(3)?,
+                        sender: r.get(4)?,
+                        from: r.get(5)?,
+                        subject: r.get(6)?,
+                        upstream: r.get(7)?,
+                        stream: r.get(8)?,
+                        attempts: r.get(9)?,
+                        recipients: Vec::new(),
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            if entries.len() >= q.limit {
+                break;
+            }
+        }
         for e in &mut entries {
             e.recipients = tx
                 .prepare_cached(

@@ -233,7 +233,7 @@ impl PgInspector {
     /// Messages that left the queue matching `q`, newest first; see
     /// [`crate::Inspector::history`].
     pub async fn history(&self, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, QueueError> {
-        let sql = history::select(
+        let plan = history::plan(
             q,
             &Dialect {
                 placeholder: |n| format!("${n}"),
@@ -242,40 +242,46 @@ impl PgInspector {
                 ci_like: |column, p| format!("lower({column}) LIKE {p} ESCAPE '\\'"),
             },
         );
-        let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = sql
-            .params
-            .into_iter()
-            .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
         let mut client = self.pool.get().await?;
         let tx = snapshot(&mut client).await?;
-        let mut entries: Vec<HistoryEntry> = tx
-            .query(&sql.text, &refs)
-            .await?
-            .iter()
-            .map(|r| HistoryEntry {
-                id: r.get(0),
-                received_at: from_millis(r.get(1)),
-                finished_at: from_millis(r.get(2)),
-                client: r.get(3),
-                sender: r.get(4),
-                from: r.get(5),
-                subject: r.get(6),
-                upstream: r.get(7),
-                stream: r.get(8),
-                attempts: r.get::<_, i32>(9).max(0) as u32,
-                recipients: Vec::new(),
-            })
-            .collect();
+        let mut entries = Vec::new();
+        for sql in plan {
+            let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = sql
+                .params
+                .into_iter()
+                .map(|p| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                    match p {
+                        Param::Text(t) => Box::new(t),
+                        Param::Int(i) => Box::new(i),
+                    }
+                })
+                .collect();
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            entries = tx
+                .query(&sql.text, &refs)
+                .await?
+                .iter()
+                .map(|r| HistoryEntry {
+                    id: r.get(0),
+                    received_at: from_millis(r.get(1)),
+                    finished_at: from_millis(r.get(2)),
+                    client: r.get(3),
+                    sender: r.get(4),
+                    from: r.get(5),
+                    subject: r.get(6),
+                    upstream: r.get(7),
+                    stream: r.get(8),
+                    attempts: r.get::<_, i32>(9).max(0) as u32,
+                    recipients: Vec::new(),
+                })
+                .collect();
+            if entries.len() >= q.limit {
+                break;
+            }
+        }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let rows = tx
             .query(
@@ -296,6 +302,7 @@ impl PgInspector {
         for e in &mut entries {
             e.recipients = by_id.remove(&e.id).unwrap_or_default();
         }
+        tx.commit().await?;
         Ok(entries)
     }
 
