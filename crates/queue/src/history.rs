@@ -187,6 +187,22 @@ pub(crate) struct Sql {
 pub(crate) struct Dialect {
     pub placeholder: fn(usize) -> String,
     pub ci_like: fn(&str, &str) -> String,
+    /// Where the database has an index of reversed addresses: the
+    /// condition that a column ends with a (lowercase, reversed, `LIKE`)
+    /// prefix pattern, for `*@domain` filters.
+    pub ci_suffix: Option<fn(&str, &str) -> String>,
+}
+
+/// `*@example.com`: a pattern whose only wildcard is one leading `*`, as
+/// the reversed `LIKE` prefix (`moc.elpmaxe@%`) an index of reversed
+/// addresses serves.
+fn reversed_suffix(glob: &str) -> Option<String> {
+    let rest = glob.trim().strip_prefix('*')?;
+    if rest.is_empty() || rest.contains(['*', '?']) {
+        return None;
+    }
+    let reversed: String = rest.chars().rev().collect();
+    Some(format!("{}%", like_pattern(&reversed)))
 }
 
 /// Messages a first, windowed try of a recipient filter looks at: the
@@ -237,8 +253,16 @@ fn select(q: &HistoryQuery, d: &Dialect, window: Option<usize>) -> Sql {
     }
     let mut recipient = Vec::new();
     if let Some(to) = &q.to {
-        let p = bind(Param::Text(like_pattern(to)));
-        recipient.push((d.ci_like)("r.address", &p));
+        match (d.ci_suffix, reversed_suffix(to)) {
+            (Some(suffix), Some(pattern)) => {
+                let p = bind(Param::Text(pattern));
+                recipient.push(suffix("r.address", &p));
+            }
+            _ => {
+                let p = bind(Param::Text(like_pattern(to)));
+                recipient.push((d.ci_like)("r.address", &p));
+            }
+        }
     }
     if let Some(state) = q.state {
         recipient.push(format!(
@@ -299,6 +323,7 @@ mod tests {
         let d = Dialect {
             placeholder: |n| format!("${n}"),
             ci_like: |col, p| format!("lower({col}) LIKE {p}"),
+            ci_suffix: None,
         };
         let by_sender = HistoryQuery {
             from: Some("a@b".into()),
@@ -319,6 +344,18 @@ mod tests {
     }
 
     #[test]
+    fn leading_star_patterns_become_reversed_prefixes() {
+        assert_eq!(
+            reversed_suffix("*@Example.COM").as_deref(),
+            Some("moc.elpmaxe@%")
+        );
+        assert_eq!(reversed_suffix("*_x").as_deref(), Some("x\\_%"));
+        for other in ["a@b", "*", "*@*.com", "*@b?", "a*@b"] {
+            assert_eq!(reversed_suffix(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn patterns_match_like_the_database() {
         assert!(pattern_matches("*@Example.com", "alice@example.COM"));
         assert!(pattern_matches("alice@example.com", "Alice@Example.com"));
@@ -334,6 +371,7 @@ mod tests {
         let d = Dialect {
             placeholder: |n| format!("${n}"),
             ci_like: |col, p| format!("lower({col}) LIKE {p}"),
+            ci_suffix: None,
         };
         let all = select(
             &HistoryQuery {

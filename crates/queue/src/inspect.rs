@@ -216,6 +216,9 @@ impl Inspector {
                 // ASCII-case-insensitive by default; the NOCASE indexes
                 // serve it.
                 ci_like: |column, p| format!("{column} LIKE {p} ESCAPE '\\'"),
+                // No reverse() in SQLite: `*@domain` scans the address
+                // index (~0.15 s at 1.5 M recipients).
+                ci_suffix: None,
             },
         );
         let tx = self.conn.unchecked_transaction()?;

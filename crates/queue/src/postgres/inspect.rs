@@ -240,6 +240,10 @@ impl PgInspector {
                 // The pattern is lowercase already; `lower()` matches the
                 // `text_pattern_ops` indexes.
                 ci_like: |column, p| format!("lower({column}) LIKE {p} ESCAPE '\\'"),
+                // `history_recipients_reversed` serves it.
+                ci_suffix: Some(|column, p| {
+                    format!("reverse(lower({column})) LIKE {p} ESCAPE '\\'")
+                }),
             },
         );
         let mut client = self.pool.get().await?;

@@ -99,6 +99,7 @@ CREATE INDEX history_recipients_address ON history_recipients (lower(address) te
 /// an index of their own (`history --state failed`).
 const V3_TO_V4: &str = "
 CREATE INDEX history_recipients_failed ON history_recipients (message_id) WHERE state = 'failed';
+CREATE INDEX history_recipients_reversed ON history_recipients (reverse(lower(address)) text_pattern_ops);
 ";
 
 /// Creates `schema` and brings its tables to [`VERSION`]; a newer
