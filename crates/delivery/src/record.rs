@@ -2,6 +2,7 @@
 //! (durably, retrying while the store refuses), and the same facts into
 //! the log and the metrics, whose labels come from [`FailureReason`].
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use relay_queue::{Claimed, Finished, Outcome, Queue, QueueError};
@@ -17,15 +18,17 @@ use crate::Upstream;
 /// well inside the lease, so the message is not handed out meanwhile.
 pub(crate) const RECORD_FOR: Duration = Duration::from_secs(300);
 
-/// Records attempts for one upstream's worker.
-pub(crate) struct Recorder<'a, Q> {
-    pub upstream: &'a Upstream,
-    pub queue: &'a Q,
-    pub metrics: &'a Metrics,
-    pub shutdown: &'a CancellationToken,
+/// Records attempts for one upstream's worker; cheap to clone, so each
+/// recording can run as a task of its own while the worker goes on.
+#[derive(Clone)]
+pub(crate) struct Recorder<Q> {
+    pub upstream: Arc<Upstream>,
+    pub queue: Q,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
 }
 
-impl<Q: Queue> Recorder<'_, Q> {
+impl<Q: Queue> Recorder<Q> {
     /// Records a tried message's attempt; recipients the upstream never
     /// answered (a broken connection) are deferred with the reason.
     pub async fn attempt(&self, message: &Claimed, attempt: Attempt) {

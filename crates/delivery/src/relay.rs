@@ -1,14 +1,21 @@
 //! Relaying messages over one open session: the one transaction path that
-//! every delivery takes, whether one message or a run of them, one
-//! recipient or hundreds, pipelining upstream or not.
+//! every delivery takes, whether one message or an endless stream of them,
+//! one recipient or hundreds, pipelining upstream or not.
 //!
 //! Each message goes out as transactions of at most 50 recipients
 //! (Postmark's limit), envelope exactly as received, one outcome per
 //! recipient. Over a pipelining upstream, a body and its end-of-data `.`
 //! share a write with the next transaction's MAIL, RCPTs and DATA (RFC 2920
-//! lets message content start a command group), so a run of N transactions
-//! costs N + 1 round trips; without PIPELINING each command waits for its
+//! lets message content start a command group), so N transactions in a row
+//! cost N + 1 round trips; without PIPELINING each command waits for its
 //! reply.
+//!
+//! A [`Pipeline`] is that path kept open: the worker pushes messages into
+//! it as it claims them, and each message's attempt comes back as soon as
+//! the upstream's reply to its body arrives, so the worker can record it
+//! while the next message is already on the wire. The connection's
+//! pipeline stays full across claims; only when nothing more is due does
+//! the last body go out on its own ([`Pipeline::finish`]).
 
 use relay_queue::PendingRecipient;
 use smtp_proto::Response;
@@ -40,41 +47,179 @@ pub struct Relayed {
     pub reusable: bool,
 }
 
-/// A body whose DATA got `354` and whose last piece (with the `.` line)
-/// has yet to go out (pipelining: with the next command group); its reply
-/// answers `accepted`.
-struct PendingBody {
-    job: usize,
-    accepted: Vec<i64>,
-    last_piece: Vec<u8>,
-}
-
 /// Relays `jobs` in order over `session`, reading stored body chunks from
-/// `chunks`. After the connection breaks, the rest are left untried.
+/// `chunks`, and ends with the last body sent. After the connection
+/// breaks, the rest are left untried.
 pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session<T>,
     jobs: &[Job<'_>],
     chunks: &impl Chunks,
 ) -> Relayed {
-    let mut answers: Vec<Answers> = jobs.iter().map(|_| Answers::default()).collect();
-    // Whether the upstream said anything about each job.
-    let mut heard = vec![false; jobs.len()];
-    let mut sent_up_to: Option<usize> = None;
-    let mut pending: Option<PendingBody> = None;
-    let mut broken: Option<String> = None;
-
-    let mut transactions: Vec<(usize, &Job<'_>, &[PendingRecipient])> = Vec::new();
+    let mut attempts: Vec<Option<Attempt>> = jobs.iter().map(|_| None).collect();
+    let mut pipeline = Pipeline::new(session);
     for (j, job) in jobs.iter().enumerate() {
-        for batch in job.recipients.chunks(MAX_RCPT_PER_TRANSACTION) {
-            transactions.push((j, job, batch));
+        for (k, attempt) in pipeline.push(j, job, chunks).await {
+            attempts[k] = Some(attempt);
         }
     }
-    for (j, job, batch) in transactions {
-        sent_up_to = Some(j);
+    for (k, attempt) in pipeline.finish().await {
+        attempts[k] = Some(attempt);
+    }
+    Relayed {
+        reusable: !pipeline.is_broken(),
+        attempts: attempts
+            .into_iter()
+            .map(|a| a.unwrap_or(Attempt::Untried))
+            .collect(),
+    }
+}
+
+/// A session carrying messages one after another; each pushed message's
+/// attempt comes back, tagged with the caller's key `K`, from the call
+/// that heard its last reply: usually the next [`Pipeline::push`], else
+/// [`Pipeline::finish`]. Attempts come back in the order pushed.
+pub struct Pipeline<'s, T: AsyncRead + AsyncWrite + Unpin, K> {
+    session: &'s mut Session<T>,
+    /// The message whose body waits for its reply (pipelining only).
+    open: Option<Open<K>>,
+    /// That body: its last piece, with the `.` line, goes with the next
+    /// command group.
+    pending: Option<PendingBody>,
+    /// Why the connection broke; nothing more goes over it.
+    broken: Option<String>,
+}
+
+/// A message sent whose attempt is not complete yet.
+struct Open<K> {
+    key: K,
+    answers: Answers,
+    /// The upstream said something about it (else a stale pooled
+    /// connection may be why it broke).
+    heard: bool,
+    /// Its recipients: every one needs an outcome.
+    recipients: usize,
+}
+
+impl<K> Open<K> {
+    fn new(key: K, recipients: usize) -> Self {
+        Open {
+            key,
+            answers: Answers::default(),
+            heard: false,
+            recipients,
+        }
+    }
+
+    /// The attempt, once nothing more will be heard about the message.
+    fn end(self, broken: Option<&str>) -> (K, Attempt) {
+        let attempt = if self.answers.outcomes.len() >= self.recipients {
+            Attempt::Answered(self.answers)
+        } else {
+            Attempt::Broken {
+                answers: self.answers,
+                reason: broken.unwrap_or("no reply").to_string(),
+                silent: !self.heard,
+            }
+        };
+        (self.key, attempt)
+    }
+}
+
+/// A body whose DATA got `354` and whose last piece (with the `.` line)
+/// has yet to go out; its reply answers `accepted`.
+struct PendingBody {
+    accepted: Vec<i64>,
+    last_piece: Vec<u8>,
+}
+
+impl<'s, T: AsyncRead + AsyncWrite + Unpin, K> Pipeline<'s, T, K> {
+    /// A pipeline over a freshly opened or reused session.
+    pub fn new(session: &'s mut Session<T>) -> Self {
+        Pipeline {
+            session,
+            open: None,
+            pending: None,
+            broken: None,
+        }
+    }
+
+    /// The connection broke: it must not be reused.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    /// Sends `job`'s transactions. Returns the attempts this completed:
+    /// the message before it (whose body's reply came with this job's
+    /// envelope replies), and this one if it needs nothing more (refused,
+    /// or sent without pipelining). On a broken connection the job comes
+    /// back untried.
+    pub async fn push(&mut self, key: K, job: &Job<'_>, chunks: &impl Chunks) -> Vec<(K, Attempt)> {
+        let mut done = Vec::new();
+        if self.broken.is_some() {
+            done.push((key, Attempt::Untried));
+            return done;
+        }
+        let mut current = Open::new(key, job.recipients.len());
+        for batch in job.recipients.chunks(MAX_RCPT_PER_TRANSACTION) {
+            if let Err(reason) = self
+                .transaction(job, batch, &mut current, &mut done, chunks)
+                .await
+            {
+                self.break_off(reason, current, &mut done);
+                return done;
+            }
+        }
+        if self.pending.is_some() {
+            self.open = Some(current);
+        } else {
+            done.push(current.end(None));
+        }
+        done
+    }
+
+    /// Sends the last body's end on its own and returns its attempt: the
+    /// end of a run, when nothing more is due.
+    pub async fn finish(&mut self) -> Vec<(K, Attempt)> {
+        let mut done = Vec::new();
+        let (Some(mut open), Some(body)) = (self.open.take(), self.pending.take()) else {
+            return done;
+        };
+        if self.broken.is_some() {
+            done.push(open.end(self.broken.as_deref()));
+            return done;
+        }
+        let (replies, result) = exchange(&mut self.session.client, &body.last_piece, 1).await;
+        match replies.first() {
+            Some(reply) => {
+                answer_body(&mut open.answers, &body.accepted, reply);
+                done.push(open.end(None));
+            }
+            None => {
+                let reason = reason(result);
+                done.push(open.end(Some(&reason)));
+                self.broken = Some(reason);
+            }
+        }
+        done
+    }
+
+    /// One transaction (MAIL, RCPTs of `batch`, DATA, body) of `current`,
+    /// carrying the pending body's end; a message it completes goes to
+    /// `done`. An error means the connection broke.
+    async fn transaction(
+        &mut self,
+        job: &Job<'_>,
+        batch: &[PendingRecipient],
+        current: &mut Open<K>,
+        done: &mut Vec<(K, Attempt)>,
+        chunks: &impl Chunks,
+    ) -> Result<(), String> {
+        let session = &mut *self.session;
         // RFC 6152: an 8-bit body is declared, to an upstream that offers
         // 8BITMIME (Postmark does); to one that does not, it goes as it is.
         let eight_bit = job.body.content.eight_bit && session.eight_bit_mime;
         let commands = envelope(job.sender, batch, eight_bit);
+        let mut pending = self.pending.take();
         let (replies, result) = if session.pipelining {
             // The previous body moves into this group: only its reply is
             // still needed.
@@ -82,109 +227,71 @@ pub async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
                 .as_mut()
                 .map(|p| std::mem::take(&mut p.last_piece))
                 .unwrap_or_default();
-            group.extend_from_slice(commands.concat().as_bytes());
+            for command in &commands {
+                group.extend_from_slice(command.as_bytes());
+            }
             let expected = commands.len() + usize::from(pending.is_some());
             exchange(&mut session.client, &group, expected).await
         } else {
             one_by_one(&mut session.client, &commands).await
         };
-        heard[j] |= !replies.is_empty();
+        // Any reply shows the connection is alive (not a stale one).
+        current.heard |= !replies.is_empty();
         let mut replies = replies.into_iter();
-        if let Some(p) = pending.take() {
-            let Some(reply) = replies.next() else {
-                broken = Some(reason(result));
-                break;
+        if let Some(body) = pending {
+            // The body before this group belongs to the previous message,
+            // or to this one's previous transaction.
+            let owner = match self.open.as_mut() {
+                Some(previous) => previous,
+                None => &mut *current,
             };
-            heard[p.job] = true;
-            answer_body(&mut answers[p.job], &p.accepted, &reply);
+            let Some(reply) = replies.next() else {
+                return Err(reason(result));
+            };
+            owner.heard = true;
+            answer_body(&mut owner.answers, &body.accepted, &reply);
+            if let Some(previous) = self.open.take() {
+                done.push(previous.end(None));
+            }
         }
         let replies: Vec<_> = replies.collect();
         if let Err(error) = result {
-            broken = Some(failure(&replies, error));
-            break;
+            return Err(failure(&replies, error));
         }
-        match judge(batch, &replies, &mut answers[j].outcomes) {
+        match judge(batch, &replies, &mut current.answers.outcomes) {
             Next::SendBody { accepted } => {
                 let timeout = session.client.timeout;
-                let last_piece = match write_body(
-                    &mut session.client.stream,
-                    &job.body,
-                    chunks,
-                    timeout,
-                )
-                .await
-                {
-                    Ok(last_piece) => last_piece,
-                    Err(e) => {
-                        broken = Some(e);
-                        break;
-                    }
-                };
+                let last_piece =
+                    write_body(&mut session.client.stream, &job.body, chunks, timeout).await?;
                 let body = PendingBody {
-                    job: j,
                     accepted,
                     last_piece,
                 };
                 if session.pipelining {
-                    pending = Some(body);
-                } else if let Err(e) = send_last_piece(session, &mut answers, body).await {
-                    broken = Some(e);
-                    break;
+                    self.pending = Some(body);
+                } else {
+                    let (replies, result) =
+                        exchange(&mut session.client, &body.last_piece, 1).await;
+                    let Some(reply) = replies.first() else {
+                        return Err(reason(result));
+                    };
+                    answer_body(&mut current.answers, &body.accepted, reply);
                 }
             }
-            Next::Abort { last } => {
-                if let Err(e) = abort(session, last).await {
-                    broken = Some(e.to_string());
-                    break;
-                }
-            }
+            Next::Abort { last } => abort(session, last).await.map_err(|e| e.to_string())?,
         }
-    }
-    // The last body has no next group to travel with.
-    if let Some(p) = pending.take().filter(|_| broken.is_none()) {
-        if let Err(e) = send_last_piece(session, &mut answers, p).await {
-            broken = Some(e);
-        }
+        Ok(())
     }
 
-    let attempts = jobs
-        .iter()
-        .zip(answers)
-        .zip(heard)
-        .enumerate()
-        .map(|(j, ((job, answers), heard))| {
-            if sent_up_to.is_none_or(|last| j > last) {
-                Attempt::Untried
-            } else if answers.outcomes.len() >= job.recipients.len() {
-                Attempt::Answered(answers)
-            } else {
-                Attempt::Broken {
-                    answers,
-                    reason: broken.clone().unwrap_or_else(|| "no reply".into()),
-                    silent: !heard,
-                }
-            }
-        })
-        .collect();
-    Relayed {
-        attempts,
-        reusable: broken.is_none(),
-    }
-}
-
-/// Sends a body's last piece on its own and reads its reply.
-async fn send_last_piece<T: AsyncRead + AsyncWrite + Unpin>(
-    session: &mut Session<T>,
-    answers: &mut [Answers],
-    body: PendingBody,
-) -> Result<(), String> {
-    let (replies, result) = exchange(&mut session.client, &body.last_piece, 1).await;
-    match replies.first() {
-        Some(reply) => {
-            answer_body(&mut answers[body.job], &body.accepted, reply);
-            Ok(())
+    /// The connection broke while `current` was being sent: it and the
+    /// message before it end with what was heard.
+    fn break_off(&mut self, reason: String, current: Open<K>, done: &mut Vec<(K, Attempt)>) {
+        self.pending = None;
+        if let Some(previous) = self.open.take() {
+            done.push(previous.end(Some(&reason)));
         }
-        None => Err(reason(result)),
+        done.push(current.end(Some(&reason)));
+        self.broken = Some(reason);
     }
 }
 
@@ -423,6 +530,79 @@ mod tests {
             Attempt::Broken { answers, silent: false, .. } if answers.outcomes.is_empty()
         ));
         assert!(matches!(relayed.attempts[2], Attempt::Untried));
+    }
+
+    /// A pipeline hands each attempt back as soon as its body's reply is
+    /// in: the first message's with the second push (its reply came with
+    /// the second envelope's), the second's at `finish`; a message whose
+    /// only recipient is refused comes back from its own push.
+    #[tokio::test]
+    async fn a_pipeline_hands_back_each_attempt_when_its_reply_arrives() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let upstream = tokio::spawn(async move {
+            read_until(&mut server, b"DATA\r\n").await;
+            server
+                .write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .expect("write");
+            read_until(&mut server, b"DATA\r\n").await;
+            server
+                .write_all(
+                    b"250 queued one\r\n250 ok\r\n550 5.1.1 unknown\r\n503 no valid recipients\r\n",
+                )
+                .await
+                .expect("write");
+            read_until(&mut server, b"RSET\r\n").await;
+            server.write_all(b"250 reset\r\n").await.expect("write");
+            read_until(&mut server, b"DATA\r\n").await;
+            server
+                .write_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
+                .await
+                .expect("write");
+            read_until(&mut server, b"\r\n.\r\n").await;
+            server
+                .write_all(b"250 queued three\r\n")
+                .await
+                .expect("write");
+        });
+        let (r1, r2, r3) = ([rcpt(1)], [rcpt(2)], [rcpt(3)]);
+        let bodies = [
+            Content::whole(b"one\r\n".to_vec()),
+            Content::whole(b"two\r\n".to_vec()),
+            Content::whole(b"three\r\n".to_vec()),
+        ];
+        let mut session = session(client, true);
+        let mut pipeline = super::Pipeline::new(&mut session);
+        let first = pipeline
+            .push("one", &job("a@x.test", &r1, &bodies[0]), &NoChunks)
+            .await;
+        assert!(first.is_empty(), "{first:?}");
+        let second = pipeline
+            .push("two", &job("b@x.test", &r2, &bodies[1]), &NoChunks)
+            .await;
+        assert!(
+            matches!(
+                &second[..],
+                [("one", Attempt::Answered(a)), ("two", Attempt::Answered(b))]
+                    if matches!(a.outcomes[..], [(1, Outcome::Delivered(_))])
+                        && matches!(b.outcomes[..], [(2, Outcome::Failed(_))])
+            ),
+            "{second:?}"
+        );
+        let third = pipeline
+            .push("three", &job("c@x.test", &r3, &bodies[2]), &NoChunks)
+            .await;
+        assert!(third.is_empty(), "{third:?}");
+        let last = pipeline.finish().await;
+        assert!(
+            matches!(
+                &last[..],
+                [("three", Attempt::Answered(a))] if matches!(a.outcomes[..], [(3, Outcome::Delivered(_))])
+            ),
+            "{last:?}"
+        );
+        assert!(!pipeline.is_broken());
+        upstream.await.expect("server");
     }
 
     /// Without PIPELINING each command waits for its reply; a message with

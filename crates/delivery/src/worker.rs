@@ -4,24 +4,28 @@
 //! An upstream gets `connections` workers, so at most that many
 //! connections (and logins) exist however much mail is queued.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use relay_queue::{ClaimLimit, Claimed, Queue};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::Attempt;
 use crate::body::Body;
-use crate::connection::{ConnectError, Connection};
+use crate::connection::{ConnectError, Connection, Session};
 use crate::metrics::Metrics;
 use crate::pause::Pause;
 use crate::pool::{self, Backoff, Pooled};
 use crate::record::{Recorder, RECORD_FOR};
-use crate::relay::{relay, Job, Relayed};
+use crate::relay::{Job, Pipeline};
 use crate::Upstream;
 
-/// Most messages a worker takes at once; over a pipelining upstream they go
-/// out as one run (one round trip each; see `relay`).
+/// Most messages a worker claims at once; over a pipelining upstream they,
+/// and the ones claimed after them, go out back to back (one round trip
+/// each; see `relay`).
 const CHAIN: ClaimLimit = ClaimLimit {
     messages: 8,
     bytes: 256 * 1024,
@@ -43,6 +47,19 @@ pub(crate) struct Worker<Q> {
     pub id: usize,
 }
 
+/// Most attempts a worker has being recorded at once (each holds its
+/// message, whose body is at most a chunk's worth in memory).
+const RECORDING_AT_ONCE: usize = 32;
+
+/// How a stream of messages over one connection ended.
+enum Streamed {
+    /// A reused connection answered nothing about the first message: it
+    /// had gone stale; every message is back in `due`.
+    Stale,
+    /// Every message was sent and its attempt is being recorded.
+    Ended { reusable: bool },
+}
+
 /// How a delivery round ended, for the worker's loop.
 enum Round {
     /// Go on with the next claim.
@@ -54,6 +71,7 @@ enum Round {
 impl<Q: Queue> Worker<Q> {
     pub async fn run(self) {
         let mut slot: Option<Pooled> = None;
+        let mut recording = JoinSet::new();
         let mut backoff = Backoff::default();
         // The queue could not be read last time (e.g. the shared database
         // is down): said once, then retried with backoff, not every second.
@@ -105,7 +123,8 @@ impl<Q: Queue> Worker<Q> {
                 }
                 continue;
             }
-            match self.deliver(claimed, &mut slot).await {
+            while recording.try_join_next().is_some() {}
+            match self.deliver(claimed, &mut slot, &mut recording).await {
                 Round::Done => backoff.reset(),
                 Round::Unreachable => {
                     tokio::select! {
@@ -115,6 +134,9 @@ impl<Q: Queue> Worker<Q> {
                 }
             }
         }
+        // Outcomes still being recorded are recorded before the worker
+        // ends: a message delivered but not recorded would go again.
+        while recording.join_next().await.is_some() {}
         pool::close(slot).await;
     }
 
@@ -129,36 +151,27 @@ impl<Q: Queue> Worker<Q> {
         }
     }
 
-    fn recorder(&self) -> Recorder<'_, Q> {
+    fn recorder(&self) -> Recorder<Q> {
         Recorder {
-            upstream: &self.upstream,
-            queue: &self.queue,
-            metrics: &self.metrics,
-            shutdown: &self.shutdown,
+            upstream: self.upstream.clone(),
+            queue: self.queue.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
-    /// Delivers claimed messages over the slot's connection (opening one if
-    /// needed) and records every outcome.
-    async fn deliver(&self, messages: Vec<Claimed>, slot: &mut Option<Pooled>) -> Round {
-        let prefixes: Vec<Vec<u8>> = messages.iter().map(stream_header).collect();
-        let jobs: Vec<Job<'_>> = messages
-            .iter()
-            .zip(&prefixes)
-            .map(|(m, prefix)| Job {
-                sender: &m.sender,
-                recipients: &m.recipients,
-                body: Body {
-                    id: &m.id,
-                    prefix,
-                    content: &m.content,
-                },
-            })
-            .collect();
+    /// Delivers claimed messages, and whatever becomes due meanwhile, over
+    /// the slot's connection (opening one if needed).
+    async fn deliver(
+        &self,
+        claimed: Vec<Claimed>,
+        slot: &mut Option<Pooled>,
+        recording: &mut JoinSet<()>,
+    ) -> Round {
+        let mut due: VecDeque<Claimed> = claimed.into();
         let recorder = self.recorder();
         // A pooled connection the upstream closed meanwhile answers
-        // nothing: then the run goes once more over a fresh one.
-        let mut relayed = None;
+        // nothing: then the messages go once more over a fresh one.
         for _ in 0..2 {
             let reused = slot.is_some();
             let conn = match slot {
@@ -168,49 +181,131 @@ impl<Q: Queue> Worker<Q> {
                     Ok(pooled) => &mut slot.insert(pooled).conn,
                     Err(ConnectError::Credentials(reason)) => {
                         self.credentials_refused(&reason);
-                        recorder.release(&messages).await;
+                        recorder.release(due.make_contiguous()).await;
                         return Round::Done;
                     }
                     Err(ConnectError::Transient(reason)) => {
                         tracing::warn!(upstream = %self.upstream.name, error = %reason, "Cannot reach the upstream.");
-                        for message in &messages {
+                        for message in &due {
                             recorder.unreachable(message, &reason).await;
                         }
                         return Round::Unreachable;
                     }
                 },
             };
-            let run = match conn {
-                Connection::Tls(s) => relay(s.as_mut(), &jobs, &self.queue).await,
-                Connection::Plain(s) => relay(s, &jobs, &self.queue).await,
+            let streamed = match conn {
+                Connection::Tls(s) => self.stream(s.as_mut(), &mut due, reused, recording).await,
+                Connection::Plain(s) => self.stream(s, &mut due, reused, recording).await,
             };
-            if run.reusable {
-                if let Some(pooled) = slot.as_mut() {
-                    pooled.touch();
+            match streamed {
+                Streamed::Stale => {
+                    tracing::debug!(upstream = %self.upstream.name, "Pooled connection was stale; reconnecting.");
+                    *slot = None;
                 }
-            } else {
-                *slot = None;
+                Streamed::Ended { reusable } => {
+                    match slot.as_mut() {
+                        Some(pooled) if reusable => pooled.touch(),
+                        _ => *slot = None,
+                    }
+                    return Round::Done;
+                }
             }
-            let stale = matches!(
-                run.attempts.first(),
-                Some(Attempt::Broken { silent: true, .. })
-            );
-            if reused && stale {
-                tracing::debug!(upstream = %self.upstream.name, "Pooled connection was stale; reconnecting.");
-                continue;
-            }
-            relayed = Some(run);
-            break;
         }
-        let Some(Relayed { attempts, .. }) = relayed else {
-            // Unreachable: the second round never reuses a connection.
-            recorder.release(&messages).await;
-            return Round::Done;
-        };
-        for (message, attempt) in messages.iter().zip(attempts) {
-            recorder.attempt(message, attempt).await;
-        }
+        // Unreachable: a fresh connection is never found stale.
+        recorder.release(due.make_contiguous()).await;
         Round::Done
+    }
+
+    /// Relays `due` over `session`. When the last of them goes out, the
+    /// next due messages are claimed while it is on the wire and follow it
+    /// in the same pipeline, so the connection carries one message per
+    /// round trip for as long as mail is due; each attempt is recorded (a
+    /// task in `recording`) as soon as the upstream's reply to it arrives.
+    async fn stream<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        session: &mut Session<T>,
+        due: &mut VecDeque<Claimed>,
+        reused: bool,
+        recording: &mut JoinSet<()>,
+    ) -> Streamed {
+        let mut pipeline = Pipeline::new(session);
+        // Pushed, attempt not back yet: attempts come back in this order.
+        let mut sent: VecDeque<Claimed> = VecDeque::new();
+        let mut first = true;
+        while let Some(message) = due.pop_front() {
+            let prefix = stream_header(&message);
+            let job = Job {
+                sender: &message.sender,
+                recipients: &message.recipients,
+                body: Body {
+                    id: &message.id,
+                    prefix: &prefix,
+                    content: &message.content,
+                },
+            };
+            let claim_more =
+                due.is_empty() && !pipeline.is_broken() && !self.shutdown.is_cancelled();
+            let (done, more) = if claim_more {
+                tokio::join!(pipeline.push((), &job, &self.queue), self.claim_more())
+            } else {
+                (pipeline.push((), &job, &self.queue).await, Vec::new())
+            };
+            sent.push_back(message);
+            let stale = matches!(done.as_slice(), [(_, Attempt::Broken { silent: true, .. })]);
+            if reused && std::mem::take(&mut first) && stale {
+                // Nothing was said about it: it goes again, first.
+                if let Some(message) = sent.pop_back() {
+                    due.push_front(message);
+                }
+                due.extend(more);
+                return Streamed::Stale;
+            }
+            first = false;
+            for ((), attempt) in done {
+                self.record(recording, sent.pop_front(), attempt).await;
+            }
+            due.extend(more);
+        }
+        for ((), attempt) in pipeline.finish().await {
+            self.record(recording, sent.pop_front(), attempt).await;
+        }
+        Streamed::Ended {
+            reusable: !pipeline.is_broken(),
+        }
+    }
+
+    /// Claims the next due messages for this upstream; nothing when the
+    /// queue cannot be read (the worker's own claim says so next time).
+    async fn claim_more(&self) -> Vec<Claimed> {
+        match self.queue.claim(&self.upstream.name, CHAIN, LEASE).await {
+            Ok(claimed) => {
+                if claimed.len() >= CHAIN.messages {
+                    self.queue.arrivals().notify_one();
+                }
+                claimed
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Records `attempt` as a task of its own, so the connection goes on
+    /// with the next message meanwhile; at most [`RECORDING_AT_ONCE`] run.
+    async fn record(
+        &self,
+        recording: &mut JoinSet<()>,
+        message: Option<Claimed>,
+        attempt: Attempt,
+    ) {
+        let Some(message) = message else {
+            // Unreachable: every attempt is for a message pushed.
+            tracing::error!(upstream = %self.upstream.name, "A delivery attempt came back for no message.");
+            return;
+        };
+        while recording.len() >= RECORDING_AT_ONCE {
+            recording.join_next().await;
+        }
+        let recorder = self.recorder();
+        recording.spawn(async move { recorder.attempt(&message, attempt).await });
     }
 
     fn credentials_refused(&self, reason: &str) {
