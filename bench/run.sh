@@ -5,14 +5,16 @@
 #   bench/run.sh            full run (3 repetitions), writes docs/BENCHMARKS.md
 #   bench/run.sh --quick    smoke test: few messages, 1 repetition, checks
 #                           counts, writes nothing outside a temp folder
-#   bench/run.sh --profile perf|callgrind
+#   bench/run.sh --profile perf|callgrind [--only 4k-persist]
 #                           one postmark-relay run of the 20-session 4 KiB
-#                           scenario under `perf record -e cpu-clock` (20,000
+#                           scenario (a connection per message, or kept) under `perf record -e cpu-clock` (20,000
 #                           messages, flat profile per thread; needs
 #                           linux-perf) or valgrind's callgrind (1,000
 #                           messages, inclusive costs); prints the hot spots
 #   options: --reps N  --no-doc  --keep (keep the temp folder)
-#            --only 4k|100k|4k-wan10|kill9|idle|backlog|pg-1|pg-2  (one scenario, no doc)
+#            --only 4k|4k-persist|100k|4k-wan10|kill9|idle|backlog|pg-1|pg-2
+#                   (one scenario, no doc; 4k is a connection per message,
+#                   4k-persist 20 connections kept for all their messages)
 #
 # pg-1 and pg-2 run postmark-relay on the shared queue (queue.backend =
 # "postgres"): one and two replicas on one local PostgreSQL (Debian's
@@ -22,6 +24,8 @@
 #            BENCH_RELAY_REV (what RELAY_BIN was built from, for the doc)
 #            BENCH_BACKLOG (queued messages for the start-up test; 100000)
 #            BENCH_POSTFIX_LOG=1 (Postfix logs to a file in the work folder)
+#            BENCH_RELAYS (default "postmark-relay postfix": which to run)
+#            BENCH_N_WAN (messages in 4k-wan10 and kill9; 2000)
 #            BENCH_PG_OPTIONS (extra postgres -c options, e.g. "-c log_statement=all")
 #
 # Needs root (Postfix's own instance runs as root with mail_owner postfix).
@@ -47,9 +51,9 @@ done
 
 SESSIONS=20 CONNECTIONS=20 TOKEN=bench-server-token
 if [ $QUICK = 1 ]; then
-    N_SMALL=200 N_BIG=50 N_WAN=100 N_BACKLOG=0
+    N_SMALL=200 N_BIG=50 N_WAN=100 N_PERSIST=200 N_BACKLOG=0
 else
-    N_SMALL=5000 N_BIG=1000 N_WAN=2000 N_BACKLOG=${BENCH_BACKLOG:-100000}
+    N_SMALL=5000 N_BIG=1000 N_WAN=${BENCH_N_WAN:-2000} N_PERSIST=20000 N_BACKLOG=${BENCH_BACKLOG:-100000}
 fi
 WAN_DELAY_MS=10
 
@@ -305,8 +309,11 @@ run_one() {
         PERF_PID=$!
         sleep 0.5
     fi
+    # -d: each session keeps its connection for all its messages.
+    local persist=()
+    [ "$scen" = 4k-persist ] && persist=(-d)
     t0=$(now_ms)
-    smtp-source -s $SESSIONS -m "$n" -l "$len" -f a@example.com -t b@example.net \
+    smtp-source "${persist[@]}" -s $SESSIONS -m "$n" -l "$len" -f a@example.com -t b@example.net \
         "127.0.0.1:$RELAY_PORT" 2>"$dir.source.err" || die "$label: smtp-source failed: $(head -3 "$dir.source.err")"
     t1=$(now_ms)
     stat=$(sink_expect "$n" $((60 + n / 20)) "$label")
@@ -577,7 +584,7 @@ if [ -n "$PROFILE" ]; then
     case "$PROFILE" in
         perf)
             command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
-            run_one postmark-relay 4k 1 $((4 * N_SMALL)) 4096 0 0
+            run_one postmark-relay "${ONLY:-4k}" 1 $((4 * N_SMALL)) 4096 0 0
             perf report -i "$WORK/perf.data" --stdio --sort comm 2>/dev/null | grep -v '^#' | grep . | head -8
             perf report -i "$WORK/perf.data" --stdio --sort dso 2>/dev/null | grep -v '^#' | grep . | head -8
             perf report -i "$WORK/perf.data" --stdio --sort comm,dso,sym 2>/dev/null | grep -v '^#' | grep . | head -45
@@ -602,8 +609,9 @@ load_note=$(uptime | sed 's/.*load average/load average/')
 say "machine $load_note; other rustc now: $(pgrep -c rustc || true)"
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 for rep in $(seq "$REPS"); do
-    for relay in postmark-relay postfix; do
+    for relay in ${BENCH_RELAYS:-postmark-relay postfix}; do
         want 4k && attempt "$relay" 4k "$rep" "$N_SMALL" 4096 0 1
+        want 4k-persist && attempt "$relay" 4k-persist "$rep" "$N_PERSIST" 4096 0 0
         want 100k && attempt "$relay" 100k "$rep" "$N_BIG" 102400 0 1
         want 4k-wan10 && attempt "$relay" 4k-wan10 "$rep" "$N_WAN" 4096 "$WAN_DELAY_MS" 0
     done
@@ -629,7 +637,7 @@ table() {
     echo "| scenario | metric | postmark-relay | Postfix | relay ÷ Postfix |"
     echo "|---|---|---:|---:|---:|"
     local scen metric a b
-    for scen in 4k 100k 4k-wan10; do
+    for scen in 4k 4k-persist 100k 4k-wan10; do
         for metric in ingest_msgs_s e2e_msgs_s lat_p50_ms lat_p99_ms load_ingest_msgs_s peak_rss_mb peak_pss_mb cpu_s_per_1000 upstream_logins; do
             a=$(median postmark-relay $scen $metric)
             b=$(median postfix $scen $metric)
@@ -731,7 +739,10 @@ $TABLE
 - **ingest_msgs_s**: \`smtp-source -s $SESSIONS -m N -l LEN -f a@example.com -t b@example.net\`
   (one message per connection, as smtp-source does without \`-d\`), N divided by
   the time until smtp-source returned (its last \`250\`). N = $N_SMALL (4k),
-  $N_BIG (100k), $N_WAN (4k-wan10).
+  $N_BIG (100k), $N_WAN (4k-wan10). **4k-persist**: the same with
+  \`smtp-source -d\` (each of the 20 sessions keeps its connection for all
+  its messages), N = $N_PERSIST; every other scenario opens a connection
+  per message, as PHP's \`mail()\`, cron and most legacy apps do.
 - **e2e_msgs_s**: N divided by the time from smtp-source's start to the sink
   taking the last message. Every run checks the sink took exactly N messages
   with N distinct Message-IDs, and fails otherwise.

@@ -30,6 +30,14 @@ const CHAIN: ClaimLimit = ClaimLimit {
     messages: 8,
     bytes: 256 * 1024,
 };
+/// Most messages a worker claims to follow the ones on the wire. Fewer
+/// than [`CHAIN`]: the pipeline stays full whatever the size, and small
+/// top-ups share the last messages of a burst evenly among the
+/// connections instead of leaving one with a long tail.
+const MORE: ClaimLimit = ClaimLimit {
+    messages: 2,
+    bytes: 256 * 1024,
+};
 /// How long a claimed message stays ours: longer than any attempt (and
 /// the time to record it) can take.
 const LEASE: Duration = Duration::from_secs(600);
@@ -277,9 +285,9 @@ impl<Q: Queue> Worker<Q> {
     /// Claims the next due messages for this upstream; nothing when the
     /// queue cannot be read (the worker's own claim says so next time).
     async fn claim_more(&self) -> Vec<Claimed> {
-        match self.queue.claim(&self.upstream.name, CHAIN, LEASE).await {
+        match self.queue.claim(&self.upstream.name, MORE, LEASE).await {
             Ok(claimed) => {
-                if claimed.len() >= CHAIN.messages {
+                if claimed.len() >= MORE.messages {
                     self.queue.arrivals().notify_one();
                 }
                 claimed

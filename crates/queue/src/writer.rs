@@ -59,6 +59,24 @@ pub(crate) enum Op {
     PruneHistory(SystemTime, usize, Reply<usize>),
 }
 
+impl Op {
+    /// Whether the batch holding this request must be on disk when its
+    /// commit returns. An enqueue is acknowledged with a `250` and a finish
+    /// records what the upstream took (lost, it would be sent again), a
+    /// reroute is an operator's change. The rest need no fsync of their
+    /// own: chunks count only once the enqueue that owns them commits, and
+    /// that commit's fsync covers the whole write-ahead log, chunks
+    /// included; leases (claim, release) are cleared at every start
+    /// anyway; reads write nothing. In WAL mode a commit without fsync
+    /// still survives the process being killed, only not a power loss.
+    fn needs_fsync(&self) -> bool {
+        matches!(
+            self,
+            Op::Enqueue(..) | Op::Finish { .. } | Op::Reroute(..) | Op::PruneHistory(..)
+        )
+    }
+}
+
 /// Decides (upstream, stream) from a message's sender and leading bytes.
 pub type RouteFn = dyn Fn(&str, &[u8]) -> (String, Option<String>) + Send;
 
@@ -84,16 +102,10 @@ pub(crate) fn run(
             }
         }
         let added = batch.iter().any(|op| matches!(op, Op::Enqueue(..)));
-        // Chunks need no fsync of their own: nothing is acknowledged until
-        // the enqueue that owns them commits, and that commit's fsync
-        // covers the whole write-ahead log, chunks included.
-        let sync = if batch
-            .iter()
-            .all(|op| matches!(op, Op::Append { .. } | Op::Discard(..)))
-        {
-            "NORMAL"
-        } else {
+        let sync = if batch.iter().any(Op::needs_fsync) {
             "FULL"
+        } else {
+            "NORMAL"
         };
         if sync != synchronous {
             match conn.pragma_update(None, "synchronous", sync) {
