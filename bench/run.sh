@@ -323,7 +323,7 @@ run_one() {
     local ingest e2e cpu_k
     ingest=$(awk -v n="$n" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
     e2e=$(awk -v n="$n" -v ms=$((last - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
-    cpu_k=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) * 1000 / n }')
+    cpu_k=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.3f", (b - a) * 1000 / n }')
     record "$relay" "$scen" ingest_msgs_s "$ingest"
     record "$relay" "$scen" e2e_msgs_s "$e2e"
     record "$relay" "$scen" cpu_s_per_1000 "$cpu_k"

@@ -69,12 +69,17 @@ impl Stuffer {
     /// Appends `piece`, stuffed, to `out`.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
         out.reserve(piece.len() + piece.len() / 64 + 2);
-        for &b in piece {
-            if self.line_start && b == b'.' {
+        // Copied line by line (memchr finds each LF): only a line's first
+        // byte can need a `.` in front.
+        let mut rest = piece;
+        while let Some(&first) = rest.first() {
+            if self.line_start && first == b'.' {
                 out.push(b'.');
             }
-            out.push(b);
-            self.line_start = b == b'\n';
+            let line = memchr::memchr(b'\n', rest).map_or(rest.len(), |lf| lf + 1);
+            out.extend_from_slice(&rest[..line]);
+            self.line_start = rest[line - 1] == b'\n';
+            rest = &rest[line..];
         }
         if let [.., a, b] = piece {
             self.last = [*a, *b];
