@@ -56,8 +56,10 @@ pub(crate) struct Worker<Q> {
 }
 
 /// Most attempts a worker has being recorded at once (each holds its
-/// message, whose body is at most a chunk's worth in memory).
-const RECORDING_AT_ONCE: usize = 32;
+/// message, whose body is at most a chunk's worth in memory). Delivered but
+/// not yet recorded, they are what a crash could send twice; a commit
+/// takes about a millisecond, so one or two are the rule.
+const RECORDING_AT_ONCE: usize = 8;
 
 /// How a stream of messages over one connection ended.
 enum Streamed {
