@@ -683,6 +683,11 @@ targets() {
     echo "| end-to-end ≥ 3× Postfix at 0 ms | $e2e_r vs $e2e_p msg/s = $(ratio "$e2e_r" "$e2e_p")× | $(verdict "$e2e_r >= 3 * $e2e_p") |"
     echo "| end-to-end at ${WAN_DELAY_MS} ms one-way ≥ 2× Postfix | $wan_r vs $wan_p msg/s = $(ratio "$wan_r" "$wan_p")× | $(verdict "$wan_r >= 2 * $wan_p") |"
     echo "| … and ≥ 90 % of connections ÷ RTT = $ideal msg/s | $wan_r msg/s = $(awk -v a="$wan_r" -v b="$ideal" 'BEGIN { printf "%.0f", 100 * a / b }') % | $(verdict "$wan_r >= 0.9 * $ideal") |"
+    local cpu_conn cpu_persist
+    cpu_conn=$(median postmark-relay 4k cpu_s_per_1000 | awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 * 1000 }')
+    cpu_persist=$(median postmark-relay 4k-persist cpu_s_per_1000 | awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 * 1000 }')
+    [ "$cpu_persist" = - ] || echo "| CPU ≤ 100 µs per message, persistent sessions (4k-persist) | $cpu_persist µs | $(verdict "$cpu_persist <= 100") |"
+    [ "$cpu_conn" = - ] || echo "| CPU ≤ 200 µs per message, a connection per message (4k) | $cpu_conn µs | $(verdict "$cpu_conn <= 200") |"
     echo "| ingest p99 ≤ 20 ms | $p99 ms | $(verdict "$p99 <= 20") |"
     echo "| idle RSS ≤ 15 MB | $idle MB | $(verdict "$idle <= 15") |"
     echo "| RSS during the 20-session run ≤ 60 MB | $rss MB (4 KiB); $(median postmark-relay 100k peak_rss_mb) MB (100 KiB) | $(verdict "$rss <= 60") |"
