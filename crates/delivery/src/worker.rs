@@ -45,6 +45,9 @@ const _: () = assert!(RECORD_FOR.as_secs() * 2 <= LEASE.as_secs());
 /// Longest sleep while idle; bounds how late a retry made by another
 /// process (`queue retry`) is noticed.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Wait after a claim found nothing though a message is due (another
+/// delivery is taking it).
+const RACE_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) struct Worker<Q> {
     pub upstream: Arc<Upstream>,
@@ -66,14 +69,19 @@ enum Streamed {
     /// A reused connection answered nothing about the first message: it
     /// had gone stale; every message is back in `due`.
     Stale,
-    /// Every message was sent and its attempt is being recorded.
-    Ended { reusable: bool },
+    /// Every message was sent and its attempt is being recorded;
+    /// `drained`: the claim for more, made as the last one went out,
+    /// found nothing.
+    Ended { reusable: bool, drained: bool },
 }
 
 /// How a delivery round ended, for the worker's loop.
 enum Round {
     /// Go on with the next claim.
     Done,
+    /// Delivered, and the last claim for more found nothing: wait for a
+    /// wake-up before claiming again.
+    Drained,
     /// The upstream could not be reached: wait before the next attempt.
     Unreachable,
 }
@@ -123,25 +131,33 @@ impl<Q: Queue> Worker<Q> {
             if claimed.len() >= CHAIN.messages {
                 arrivals.notify_one();
             }
-            if claimed.is_empty() {
-                pool::close_if_idle(&mut slot);
-                let wait = self.idle_wait().await;
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.shutdown.cancelled() => break,
-                }
-                continue;
-            }
-            while recording.try_join_next().is_some() {}
-            match self.deliver(claimed, &mut slot, &mut recording).await {
-                Round::Done => backoff.reset(),
-                Round::Unreachable => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_wait()) => {}
-                        _ = self.shutdown.cancelled() => break,
+            if !claimed.is_empty() {
+                while recording.try_join_next().is_some() {}
+                match self.deliver(claimed, &mut slot, &mut recording).await {
+                    Round::Done => {
+                        backoff.reset();
+                        continue;
+                    }
+                    // Nothing more was due a moment ago: wait as when a
+                    // claim finds nothing, instead of claiming again.
+                    Round::Drained => backoff.reset(),
+                    Round::Unreachable => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.next_wait()) => {}
+                            _ = self.shutdown.cancelled() => break,
+                        }
+                        continue;
                     }
                 }
+            }
+            // Idle until a commit wakes us (none is missed: `notified` has
+            // been registered since before the claim) or a retry is due.
+            pool::close_if_idle(&mut slot);
+            let wait = self.idle_wait().await;
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => break,
             }
         }
         // Outcomes still being recorded are recorded before the worker
@@ -150,12 +166,16 @@ impl<Q: Queue> Worker<Q> {
         pool::close(slot).await;
     }
 
-    /// Until the next message is due, at most [`IDLE_POLL`].
+    /// Until the next message is due, at most [`IDLE_POLL`]. One due
+    /// already is being claimed by another delivery (ours just found
+    /// nothing, and a commit since would wake us): look again in
+    /// [`RACE_POLL`], not at once, or every idle delivery would poll while
+    /// a busy one works.
     async fn idle_wait(&self) -> Duration {
         match self.queue.next_due(&self.upstream.name).await {
             Ok(Some(due)) => due
                 .duration_since(SystemTime::now())
-                .unwrap_or(Duration::from_millis(10))
+                .unwrap_or(RACE_POLL)
                 .min(IDLE_POLL),
             _ => IDLE_POLL,
         }
@@ -212,12 +232,12 @@ impl<Q: Queue> Worker<Q> {
                     tracing::debug!(upstream = %self.upstream.name, "Pooled connection was stale; reconnecting.");
                     *slot = None;
                 }
-                Streamed::Ended { reusable } => {
+                Streamed::Ended { reusable, drained } => {
                     match slot.as_mut() {
                         Some(pooled) if reusable => pooled.touch(),
                         _ => *slot = None,
                     }
-                    return Round::Done;
+                    return if drained { Round::Drained } else { Round::Done };
                 }
             }
         }
@@ -242,6 +262,7 @@ impl<Q: Queue> Worker<Q> {
         // Pushed, attempt not back yet: attempts come back in this order.
         let mut sent: VecDeque<Claimed> = VecDeque::new();
         let mut first = true;
+        let mut drained = false;
         while let Some(message) = due.pop_front() {
             let prefix = stream_header(&message);
             let job = Job {
@@ -271,6 +292,7 @@ impl<Q: Queue> Worker<Q> {
                 return Streamed::Stale;
             }
             first = false;
+            drained = claim_more && more.is_empty();
             for ((), attempt) in done {
                 self.record(recording, sent.pop_front(), attempt).await;
             }
@@ -281,6 +303,7 @@ impl<Q: Queue> Worker<Q> {
         }
         Streamed::Ended {
             reusable: !pipeline.is_broken(),
+            drained,
         }
     }
 

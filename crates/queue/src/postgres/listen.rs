@@ -21,6 +21,8 @@ const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How often workers are woken while the connection is away.
 const SLOW_POLL: Duration = Duration::from_secs(5);
+/// Longest another replica's commit waits for a wake-up here.
+const REMOTE_WAKE_EVERY: Duration = Duration::from_millis(20);
 
 /// How one connection ended.
 enum Ended {
@@ -98,13 +100,33 @@ async fn listen<T: MakeTlsConnect<Socket>>(
     );
     // Whatever was committed while this connection was away.
     arrivals.notify_waiters();
+    // Other replicas' commits wake one delivery here at most once per
+    // REMOTE_WAKE_EVERY: under load their own deliveries take their mail,
+    // and a wake-up for each of their commits only had ours claim nothing.
+    let mut woke = Instant::now() - REMOTE_WAKE_EVERY;
+    let mut owed = false;
     loop {
-        match poll_fn(|cx| connection.poll_message(cx)).await {
+        let wake_at = woke + REMOTE_WAKE_EVERY;
+        let message = tokio::select! {
+            message = poll_fn(|cx| connection.poll_message(cx)) => message,
+            _ = tokio::time::sleep_until(wake_at), if owed => {
+                owed = false;
+                woke = Instant::now();
+                crate::wake(arrivals);
+                continue;
+            }
+        };
+        match message {
             // The payload names who committed; our own writer woke our
             // deliveries already.
             Some(Ok(AsyncMessage::Notification(note))) => {
                 if note.payload() != owner {
-                    crate::wake(arrivals);
+                    if Instant::now() >= wake_at {
+                        woke = Instant::now();
+                        crate::wake(arrivals);
+                    } else {
+                        owed = true;
+                    }
                 }
             }
             Some(Ok(_)) => {}
