@@ -56,7 +56,8 @@ pub(crate) async fn run(
 
 /// One transaction for the whole batch: per message its own result, or
 /// an error for all (nothing committed). The batch goes in with one
-/// multi-row insert; only if that fails (a message whose chunks are
+/// multi-row insert (with the NOTIFY, one statement, when no message has
+/// body chunks to check); only if that fails (a message whose chunks are
 /// missing, a duplicate id) is it tried again message by message, each in
 /// its own savepoint, so the bad one fails alone.
 async fn commit(
@@ -67,15 +68,26 @@ async fn commit(
 ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
     let mut client = pool.get().await?;
     let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
-    let tx = client.transaction().await?;
-    match sql::enqueue_all(&tx, &messages).await {
-        Ok(()) => {
-            notify(&tx, channel, owner, true).await?;
-            tx.commit().await?;
-            return Ok(messages.iter().map(|_| Ok(())).collect());
+    let all_stored = || Ok(messages.iter().map(|_| Ok(())).collect());
+    if messages.iter().all(|m| m.content.chunks == 0) {
+        // The common case, small messages: one statement, no transaction
+        // to open and close.
+        match sql::enqueue_and_notify(&client, &messages, channel, owner).await {
+            Ok(()) => return all_stored(),
+            Err(QueueError::Unreachable(e)) => return Err(QueueError::Unreachable(e)),
+            Err(_) => {}
         }
-        Err(QueueError::Unreachable(e)) => return Err(QueueError::Unreachable(e)),
-        Err(_) => tx.rollback().await?,
+    } else {
+        let tx = client.transaction().await?;
+        match sql::enqueue_all(&tx, &messages).await {
+            Ok(()) => {
+                notify(&tx, channel, owner, true).await?;
+                tx.commit().await?;
+                return all_stored();
+            }
+            Err(QueueError::Unreachable(e)) => return Err(QueueError::Unreachable(e)),
+            Err(_) => tx.rollback().await?,
+        }
     }
     let mut tx = client.transaction().await?;
     let mut results = Vec::with_capacity(batch.len());
