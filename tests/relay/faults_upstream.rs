@@ -128,6 +128,32 @@ fn a_421_at_mail_from_on_a_reused_connection_is_retried_and_delivered_once() {
     );
 }
 
+/// Postmark closes connections that sit idle. The next message over the
+/// pooled one hears nothing at all, so it goes again at once over a fresh
+/// connection: delivered once, no deferral, no attempt counted. One
+/// connection, so the message must take the pooled one first.
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_replaced_without_a_deferral() {
+    let (t, b) = (fake(), fake());
+    let mut relay =
+        relay_with(config_for(&t, &b, "").replacen("connections = 2", "connections = 1", 1));
+    send_one(&relay, "warm-up");
+    relay.wait_log("Message relayed.", Duration::from_secs(20));
+    // Cuts every open connection, the pooled one too, and listens again.
+    t.set_down(true);
+    t.set_down(false);
+    let id = send_one(&relay, "after-close");
+    let got = settle(&relay, &t, Duration::from_secs(20));
+    assert_each_once(&got, &["warm-up".to_string(), "after-close".to_string()]);
+    assert_eq!(
+        relay.count_log_for(&id, "Message deferred."),
+        0,
+        "{:#?}",
+        relay.logs()
+    );
+    assert_eq!(t.logins(), 2, "one login, then one after the cut");
+}
+
 #[test]
 fn every_recipient_deferred_twice_then_both_delivered_once() {
     let (t, b) = (fake(), fake());
