@@ -67,6 +67,7 @@ fn router() -> Router {
         broadcast_streams: vec!["broadcast".into(), "broadcasts".into()],
         stream_upstreams: Default::default(),
         rules,
+        clients: Default::default(),
     })
 }
 

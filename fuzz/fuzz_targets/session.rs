@@ -144,6 +144,7 @@ fuzz_target!(|data: &[u8]| {
         tls: None,
         require_tls: false,
         require_auth: false,
+        rate: None,
         clients: Vec::new(),
     });
     let store = Arc::new(MemStore {
