@@ -3,7 +3,6 @@
 //! text and the JSON a script reads, on the embedded and the shared queue,
 //! and `queue.history = "0s"` keeping nothing.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use relay_testkit::TestPostgres;
@@ -32,18 +31,6 @@ const ENTRY_KEYS: [&str; 11] = [
     "subject",
     "upstream",
 ];
-
-/// Its standard output; panics with both streams unless it exited 0.
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 /// `history --json ARGS` against `queue`, parsed.
 fn json(queue: &QueueDir, args: &[&str]) -> Vec<Value> {

@@ -14,17 +14,6 @@ fn queue(relay: &Relay, args: &[&str]) -> Output {
     relay.queue_cli(args)
 }
 
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
 fn failure(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     String::from_utf8(out.stderr.clone()).unwrap()

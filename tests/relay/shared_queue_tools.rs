@@ -2,7 +2,6 @@
 //! delete/stats` against PostgreSQL from any host, and `queue migrate`
 //! copying an embedded queue into it (twice: nothing copied twice).
 
-use std::process::Output;
 use std::time::Duration;
 
 use relay_testkit::{TestPostgres, PG_PASSWORD};
@@ -10,18 +9,6 @@ use serde_json::Value;
 
 use crate::admin::wait_until;
 use crate::harness::*;
-
-/// Its standard output; panics with both streams unless it succeeded.
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 /// A message of about 300 KiB (several of the queue's 64 KiB chunks),
 /// each line distinct so a chunk out of order would show.

@@ -16,26 +16,6 @@ use crate::harness::*;
 const SERVER_TOKEN: &str = "srv-0f3c9a7e-5b1d-4c2a-9e8f-71d2c6a4b3e5";
 const ACCOUNT_TOKEN: &str = "acct-8d2e4f6a-1b3c-4d5e-8f70-a1b2c3d4e5f6";
 
-/// Standard base64 with padding (test-only; no dependency for 20 lines).
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Every form in which `token` could leak.
 fn forms(token: &str) -> Vec<String> {
     vec![
