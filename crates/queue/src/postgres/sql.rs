@@ -3,6 +3,7 @@
 //! caller's transaction and none commits. Times are Unix milliseconds from
 //! the relay's clock (replicas' clocks must agree within seconds: NTP).
 
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Client, Transaction};
@@ -52,14 +53,12 @@ pub async fn enqueue_all(tx: &Transaction<'_>, batch: &[&NewMessage]) -> Result<
     }
     let c = Columns::of(batch);
     tx.execute(
-        &tx.prepare_cached(&format!("INSERT INTO messages {MESSAGE_ROWS}"))
-            .await?,
+        &tx.prepare_cached(INSERT_MESSAGES).await?,
         &c.message_params(),
     )
     .await?;
     tx.execute(
-        &tx.prepare_cached(&format!("INSERT INTO recipients {RECIPIENT_ROWS}"))
-            .await?,
+        &tx.prepare_cached(&INSERT_RECIPIENTS).await?,
         &c.recipient_params(),
     )
     .await?;
@@ -83,34 +82,39 @@ pub async fn enqueue_and_notify(
     params.extend(c.recipient_params());
     params.push(&channel);
     params.push(&owner);
-    let statement = format!(
-        "WITH m AS (INSERT INTO messages {MESSAGE_ROWS}),
-              r AS (INSERT INTO recipients {})
-         SELECT pg_notify($17, $18)",
-        RECIPIENT_ROWS
-            .replace("$1::", "$14::")
-            .replace("$2::", "$15::")
-            .replace("$3::", "$16::")
-    );
     client
-        .execute(&client.prepare_cached(&statement).await?, &params)
+        .execute(&client.prepare_cached(&ENQUEUE_AND_NOTIFY).await?, &params)
         .await?;
     Ok(())
 }
 
-/// The columns of the `messages` rows of a batch, `$1`..`$13`.
-const MESSAGE_ROWS: &str = "(id, received_at, sender, upstream, stream, size, head, chunks, data, state, next_attempt_at, eight_bit,
-                       client, from_addr, subject)
+/// Inserts the `messages` rows of a batch: `$1`..`$13`, an array per column.
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, received_at, sender, upstream, stream, size, head, chunks, data, state,
+                          next_attempt_at, eight_bit, client, from_addr, subject)
      SELECT id, received_at, sender, upstream, stream, size, head, chunks, data, 'queued', received_at, eight_bit,
             client, from_addr, subject
      FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[],
                  $7::BYTEA[], $8::INTEGER[], $9::BYTEA[], $10::BOOLEAN[], $11::TEXT[], $12::TEXT[], $13::TEXT[])
           AS m (id, received_at, sender, upstream, stream, size, head, chunks, data, eight_bit, client, from_addr, subject)";
 
-/// The `recipients` rows of a batch, `$1`..`$3`.
-const RECIPIENT_ROWS: &str = "(message_id, idx, address, state)
-     SELECT message_id, idx, address, 'pending'
-     FROM unnest($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS r (message_id, idx, address)";
+/// Inserts the `recipients` rows of a batch, parameters numbered from `first`.
+fn recipient_rows(first: usize) -> String {
+    let (a, b, c) = (first, first + 1, first + 2);
+    format!(
+        "INSERT INTO recipients (message_id, idx, address, state)
+         SELECT message_id, idx, address, 'pending'
+         FROM unnest(${a}::TEXT[], ${b}::BIGINT[], ${c}::TEXT[]) AS r (message_id, idx, address)"
+    )
+}
+
+/// The other statements of a group commit, written once.
+static INSERT_RECIPIENTS: LazyLock<String> = LazyLock::new(|| recipient_rows(1));
+static ENQUEUE_AND_NOTIFY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH m AS ({INSERT_MESSAGES}), r AS ({}) SELECT pg_notify($17, $18)",
+        recipient_rows(14)
+    )
+});
 
 /// A batch of new messages as one array per column, for the inserts
 /// above (one row per element: however many messages, one statement).
@@ -170,7 +174,7 @@ impl<'a> Columns<'a> {
         c
     }
 
-    /// `$1`..`$13` of [`MESSAGE_ROWS`].
+    /// `$1`..`$13` of [`INSERT_MESSAGES`].
     fn message_params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
         vec![
             &self.ids,
@@ -189,7 +193,7 @@ impl<'a> Columns<'a> {
         ]
     }
 
-    /// `$1`..`$3` of [`RECIPIENT_ROWS`].
+    /// `$1`..`$3` of [`recipient_rows`]`(1)`.
     fn recipient_params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
         vec![&self.rcpt_ids, &self.rcpt_idx, &self.rcpt_addresses]
     }
