@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{ClaimLimit, Claimed, Queue};
+use relay_queue::{ClaimLimit, Claimed, Queue, QueueError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -106,7 +106,7 @@ impl<Q: Queue> Worker<Q> {
             let notified = arrivals.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.queue.claim(&self.upstream.name, CHAIN, LEASE).await {
+            let claimed = match self.claim(CHAIN).await {
                 Ok(claimed) => {
                     if std::mem::take(&mut queue_down) {
                         backoff.reset();
@@ -125,12 +125,6 @@ impl<Q: Queue> Worker<Q> {
                     continue;
                 }
             };
-            // A full chain: more may be due than one delivery takes (the
-            // queue wakes one delivery per commit), so wake another idle
-            // one to look. A shorter chain took everything that was due.
-            if claimed.len() >= CHAIN.messages {
-                arrivals.notify_one();
-            }
             if !claimed.is_empty() {
                 while recording.try_join_next().is_some() {}
                 match self.deliver(claimed, &mut slot, &mut recording).await {
@@ -307,18 +301,23 @@ impl<Q: Queue> Worker<Q> {
         }
     }
 
-    /// Claims the next due messages for this upstream; nothing when the
-    /// queue cannot be read (the worker's own claim says so next time).
-    async fn claim_more(&self) -> Vec<Claimed> {
-        match self.queue.claim(&self.upstream.name, MORE, LEASE).await {
-            Ok(claimed) => {
-                if claimed.len() >= MORE.messages {
-                    self.queue.arrivals().notify_one();
-                }
-                claimed
-            }
-            Err(_) => Vec::new(),
+    /// Claims up to `limit` due messages for this upstream. A full claim:
+    /// more may be due than one delivery takes (the queue wakes one
+    /// delivery per commit), so another idle one is woken to look. A
+    /// shorter one took everything that was due.
+    async fn claim(&self, limit: ClaimLimit) -> Result<Vec<Claimed>, QueueError> {
+        let claimed = self.queue.claim(&self.upstream.name, limit, LEASE).await?;
+        if claimed.len() >= limit.messages {
+            self.queue.arrivals().notify_one();
         }
+        Ok(claimed)
+    }
+
+    /// Claims the next due messages to follow the ones on the wire;
+    /// nothing when the queue cannot be read (the worker's own claim says
+    /// so next time).
+    async fn claim_more(&self) -> Vec<Claimed> {
+        self.claim(MORE).await.unwrap_or_default()
     }
 
     /// Records `attempt` as a task of its own, so the connection goes on
