@@ -305,7 +305,7 @@ run_one() {
     local sampler=$!
     PIDS+=("$sampler")
     if [ "$PROFILE" = perf ]; then
-        perf record -e cpu-clock -F 1999 -p "$RELAY_PID" -o "$WORK/perf.data" 2>>"$WORK/perf.log" &
+        perf record -e cpu-clock -F 1999 ${BENCH_PERF_ARGS:-} -p "$RELAY_PID" -o "$WORK/perf.data" 2>>"$WORK/perf.log" &
         PERF_PID=$!
         sleep 0.5
     fi
@@ -592,7 +592,7 @@ if [ -n "$PROFILE" ]; then
         callgrind)
             command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
             RELAY_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out")
-            run_one postmark-relay 4k 1 $((N_SMALL / 5)) 4096 0 0
+            run_one postmark-relay "${ONLY:-4k}" 1 $((N_SMALL / 5)) 4096 0 0
             callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2>/dev/null | head -60
             callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | head -50
             ;;
@@ -664,7 +664,12 @@ echo
 echo "$TABLE"
 echo
 
-verdict() { awk "BEGIN { exit !($1) }" && echo "**met**" || echo "**not met**"; }
+# met / not met; "not measured" when a figure is missing ("-": awk cannot parse it)
+verdict() {
+    local rc=0
+    awk "BEGIN { exit !($1) }" 2>/dev/null || rc=$?
+    case $rc in 0) echo "**met**" ;; 1) echo "**not met**" ;; *) echo "not measured" ;; esac
+}
 targets() {
     local ing_r ing_p e2e_r e2e_p wan_r wan_p p99 idle rss first ideal
     ing_r=$(median postmark-relay 4k ingest_msgs_s); ing_p=$(median postfix 4k ingest_msgs_s)

@@ -166,7 +166,8 @@ impl Inspector {
         let tx = self.write()?;
         let changed = tx.execute(
             "UPDATE messages
-             SET next_attempt_at = MIN(COALESCE(next_attempt_at, ?2), ?2),
+             SET next_attempt_at = CASE WHEN lease_until > ?2 THEN next_attempt_at
+                                        ELSE MIN(COALESCE(next_attempt_at, ?2), ?2) END,
                  state = CASE state WHEN 'failed' THEN 'deferred' ELSE state END
              WHERE ?1 IS NULL OR id = ?1",
             params![id, now],

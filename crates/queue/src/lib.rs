@@ -47,10 +47,15 @@
 //!    A message whose recipients are all `delivered` is deleted.
 //! 3. A recipient moves only `pending → delivered` or `pending → failed`;
 //!    a delivered recipient is never handed out again.
-//! 4. `lease_until` is set while a delivery worker holds the message. A
-//!    lease that expires (the worker crashed) makes the message due again, and
-//!    [`SqliteQueue::open`] clears every lease, so a crash mid-delivery means
-//!    a retry, never a loss.
+//! 4. `lease_until` is set while a delivery worker holds the message, and
+//!    `next_attempt_at` is set to the same time: a message in flight is due
+//!    again exactly when its lease would run out, so claims and the next
+//!    due time read the due index `(upstream, next_attempt_at)` alone and
+//!    never step over the messages in flight. A lease that expires (the
+//!    worker crashed) makes the message due again; a release makes it due
+//!    now; [`SqliteQueue::open`] clears every lease and makes those
+//!    messages due now, so a crash mid-delivery means a retry, never a
+//!    loss. `queue retry` leaves a message in flight alone.
 //! 5. Only one thread writes (see [`writer`]); it commits whatever requests
 //!    are waiting in one transaction (group commit) and answers each request
 //!    after that commit.

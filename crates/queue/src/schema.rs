@@ -126,9 +126,10 @@ pub fn open(folder: &Path) -> Result<Connection, QueueError> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Each request in a batch runs in a savepoint (see `writer`), whose
-    // journal of original pages would otherwise spill into a temporary
-    // file: two write calls per page, most of the writer's system time.
+    // Savepoints (a batch with a failing request, see `writer`) and
+    // statements that change many rows journal the pages they touch;
+    // those journals would otherwise spill into temporary files: two
+    // write calls per page.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     migrate(&conn)?;
     // SQLite made -wal and -shm with the database file's mode: loose if the

@@ -101,8 +101,12 @@ pub fn claim(
     let lease_until = now_ms + lease.as_millis() as i64;
     let mut claimed = Vec::with_capacity(ids.len());
     for id in ids {
-        conn.prepare_cached("UPDATE messages SET lease_until = ?2 WHERE id = ?1")?
-            .execute(params![id, lease_until])?;
+        // Due again exactly when the lease would run out: the due index
+        // alone then skips the messages in flight (see the crate docs).
+        conn.prepare_cached(
+            "UPDATE messages SET lease_until = ?2, next_attempt_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, lease_until])?;
         claimed.push(load(conn, &id)?);
     }
     Ok(claimed)
@@ -176,15 +180,17 @@ pub fn finish(
         .map(str::to_string)
         .or_else(|| first_problem(outcomes));
     let give_up_at = from_millis(received_at) + policy.give_up_after;
-    let expired = count(conn, id, "pending")? > 0 && now >= give_up_at;
+    let mut pending = count(conn, id, "pending")?;
+    let expired = pending > 0 && now >= give_up_at;
     if expired {
         let reply = policy.gave_up(last_error.as_deref());
         conn.prepare_cached(
             "UPDATE recipients SET state = 'failed', reply = ?2 WHERE message_id = ?1 AND state = 'pending'",
         )?
         .execute(params![id, reply])?;
+        pending = 0;
     }
-    if count(conn, id, "pending")? > 0 {
+    if pending > 0 {
         let next = now + policy.delay_after(attempts);
         conn.prepare_cached(
             "UPDATE messages SET state = 'deferred', attempts = ?2, next_attempt_at = ?3,
@@ -292,9 +298,11 @@ pub fn delete(conn: &Connection, id: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
-pub fn release(conn: &Connection, id: &str) -> Result<(), QueueError> {
-    conn.prepare_cached("UPDATE messages SET lease_until = NULL WHERE id = ?1")?
-        .execute(params![id])?;
+pub fn release(conn: &Connection, id: &str, now: SystemTime) -> Result<(), QueueError> {
+    conn.prepare_cached(
+        "UPDATE messages SET lease_until = NULL, next_attempt_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![id, millis(now)])?;
     Ok(())
 }
 
@@ -335,18 +343,20 @@ pub fn drop_orphan_chunks(conn: &Connection) -> Result<usize, QueueError> {
 /// Clears every lease: called once at start, when no worker can hold one.
 pub fn clear_leases(conn: &Connection) -> Result<usize, QueueError> {
     Ok(conn.execute(
-        "UPDATE messages SET lease_until = NULL WHERE lease_until IS NOT NULL",
-        [],
+        "UPDATE messages SET lease_until = NULL, next_attempt_at = ?1 WHERE lease_until IS NOT NULL",
+        params![millis(SystemTime::now())],
     )?)
 }
 
 pub fn next_due(conn: &Connection, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
     let due: Option<i64> = conn
         .prepare_cached(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM messages
-             WHERE upstream = ?1 AND state != 'failed'",
+            "SELECT next_attempt_at FROM messages
+             WHERE upstream = ?1 AND next_attempt_at IS NOT NULL AND state != 'failed'
+             ORDER BY next_attempt_at LIMIT 1",
         )?
-        .query_row(params![upstream], |r| r.get(0))?;
+        .query_row(params![upstream], |r| r.get(0))
+        .optional()?;
     Ok(due.map(from_millis))
 }
 

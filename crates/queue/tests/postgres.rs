@@ -286,6 +286,11 @@ async fn a_live_replicas_lease_is_kept_and_an_expired_one_is_taken() {
         .await
         .unwrap()
         .is_empty());
+    let due = second.next_due("transactional").await.unwrap().unwrap();
+    assert!(
+        due > std::time::SystemTime::now(),
+        "in flight, yet due at once ({due:?}): idle deliveries would claim in a loop"
+    );
     tokio::time::sleep(lease * 2).await;
     assert!(
         second

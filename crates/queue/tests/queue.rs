@@ -133,6 +133,41 @@ async fn release_does_not_count_an_attempt() {
     assert_eq!(c.attempts, 0);
 }
 
+/// A message in flight is not due: idle deliveries asking when to look
+/// again hear "when its lease runs out", not "now" (they would claim in
+/// a loop); released, it is due at once; `queue retry` while it is in
+/// flight leaves its lease alone.
+#[tokio::test]
+async fn a_message_in_flight_is_due_when_its_lease_ends_and_at_once_when_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = SqliteQueue::open(dir.path(), policy()).unwrap();
+    q.enqueue(message("N1", &["a@x.test"])).await.unwrap();
+    let before = std::time::SystemTime::now();
+    assert!(q.next_due("transactional").await.unwrap().unwrap() <= before);
+    q.claim("transactional", 10, LEASE).await.unwrap();
+    let due = q.next_due("transactional").await.unwrap().unwrap();
+    // (times are stored in whole milliseconds)
+    assert!(
+        due + Duration::from_millis(1) >= before + LEASE,
+        "in flight but due {due:?}"
+    );
+    let inspector = relay_queue::Inspector::open(dir.path()).unwrap();
+    assert!(inspector.retry("N1").unwrap());
+    assert_eq!(q.next_due("transactional").await.unwrap(), Some(due));
+    assert!(q
+        .claim("transactional", 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    q.release("N1").await.unwrap();
+    let due = q.next_due("transactional").await.unwrap().unwrap();
+    assert!(
+        due <= std::time::SystemTime::now(),
+        "released but due {due:?}"
+    );
+    assert_eq!(q.claim("transactional", 10, LEASE).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn pending_recipients_fail_once_give_up_after_has_passed() {
     let dir = tempfile::tempdir().unwrap();

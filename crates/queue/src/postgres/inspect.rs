@@ -179,7 +179,8 @@ impl PgInspector {
         let changed = tx
             .execute(
                 "UPDATE messages
-                 SET next_attempt_at = LEAST(COALESCE(next_attempt_at, $2), $2),
+                 SET next_attempt_at = CASE WHEN lease_until > $2 THEN next_attempt_at
+                                            ELSE LEAST(COALESCE(next_attempt_at, $2), $2) END,
                      state = CASE state WHEN 'failed' THEN 'deferred' ELSE state END
                  WHERE $1::TEXT IS NULL OR id = $1",
                 &[&id, &now],

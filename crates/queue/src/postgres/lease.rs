@@ -33,7 +33,8 @@ pub(crate) async fn renew(pool: Pool, owner: String, lease: Duration) {
             let client = pool.get().await?;
             client
                 .execute(
-                    "UPDATE messages SET lease_until = $2 WHERE lease_owner = $1 AND lease_until IS NOT NULL",
+                    "UPDATE messages SET lease_until = $2, next_attempt_at = $2
+                     WHERE lease_owner = $1 AND lease_until IS NOT NULL",
                     &[&owner, &until],
                 )
                 .await

@@ -9,8 +9,9 @@
 //!   ([`connect`]), each operation in its own transaction.
 //! - Claims skip rows another replica is locking (`FOR UPDATE SKIP
 //!   LOCKED`) and take only free or expired leases; each lease names its
-//!   holder and is renewed while that holder lives ([`lease`]). Nothing is
-//!   cleared at start: other replicas' leases are theirs.
+//!   holder and is renewed while that holder lives ([`lease`]), moving
+//!   `next_attempt_at` with it (invariant 4). Nothing is cleared at
+//!   start: other replicas' leases are theirs.
 //! - Every enqueue wakes every replica through LISTEN/NOTIFY ([`listen`]).
 //! - Chunks of messages never enqueued are dropped at start only when
 //!   they are old ([`ORPHAN_AGE`]): another replica may be receiving one.
@@ -426,8 +427,9 @@ impl Queue for PgQueue {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE messages SET lease_until = NULL, lease_owner = NULL WHERE id = $1",
-                &[&id],
+                "UPDATE messages SET lease_until = NULL, lease_owner = NULL, next_attempt_at = $2
+                 WHERE id = $1",
+                &[&id, &millis(SystemTime::now())],
             )
             .await?;
         Ok(())
@@ -436,13 +438,14 @@ impl Queue for PgQueue {
     async fn next_due(&self, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
         let client = self.client().await?;
         let due: Option<i64> = client
-            .query_one(
-                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(lease_until, 0))) FROM messages
-                 WHERE upstream = $1 AND state <> 'failed'",
+            .query_opt(
+                "SELECT next_attempt_at FROM messages
+                 WHERE upstream = $1 AND next_attempt_at IS NOT NULL AND state <> 'failed'
+                 ORDER BY next_attempt_at LIMIT 1",
                 &[&upstream],
             )
             .await?
-            .get(0);
+            .map(|row| row.get(0));
         Ok(due.map(from_millis))
     }
 

@@ -227,14 +227,14 @@ pub async fn claim(
                          ORDER BY next_attempt_at LIMIT $3
                          FOR UPDATE SKIP LOCKED),
                      chosen AS (
-                         SELECT id FROM (
-                             SELECT id, row_number() OVER w AS n, sum(bytes) OVER w AS total
+                         SELECT id, next_attempt_at FROM (
+                             SELECT id, next_attempt_at, row_number() OVER w AS n, sum(bytes) OVER w AS total
                              FROM due WINDOW w AS (ORDER BY next_attempt_at, id)) ranked
                          WHERE n = 1 OR total <= $4)
-                     UPDATE messages m SET lease_until = $5, lease_owner = $6
+                     UPDATE messages m SET lease_until = $5, lease_owner = $6, next_attempt_at = $5
                      FROM chosen WHERE m.id = chosen.id
                      RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
-                               m.data, m.attempts, m.next_attempt_at, m.eight_bit,
+                               m.data, m.attempts, chosen.next_attempt_at, m.eight_bit,
                                ARRAY(SELECT idx FROM recipients r
                                      WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx),
                                ARRAY(SELECT address FROM recipients r
