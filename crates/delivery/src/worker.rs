@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{ClaimLimit, Claimed, Queue, QueueError};
+use relay_queue::{Claim, ClaimLimit, Claimed, Queue, QueueError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,24 +64,31 @@ pub(crate) struct Worker<Q> {
 /// takes about a millisecond, so one or two are the rule.
 const RECORDING_AT_ONCE: usize = 8;
 
+/// When the next waiting message becomes due, as a short claim reported
+/// it (`None`: none waits).
+type NextDue = Option<SystemTime>;
+
 /// How a stream of messages over one connection ended.
 enum Streamed {
     /// A reused connection answered nothing about the first message: it
     /// had gone stale; every message is back in `due`.
     Stale,
     /// Every message was sent and its attempt is being recorded;
-    /// `drained`: the claim for more, made as the last one went out,
-    /// found nothing.
-    Ended { reusable: bool, drained: bool },
+    /// `drained`: the last claim came back short of its limit (everything
+    /// due then was taken), with the next due time it reported.
+    Ended {
+        reusable: bool,
+        drained: Option<NextDue>,
+    },
 }
 
 /// How a delivery round ended, for the worker's loop.
 enum Round {
     /// Go on with the next claim.
     Done,
-    /// Delivered, and the last claim for more found nothing: wait for a
-    /// wake-up before claiming again.
-    Drained,
+    /// Delivered, and the last claim came back short: wait for a wake-up
+    /// (or the next due time) before claiming again.
+    Drained(NextDue),
     /// The upstream could not be reached: wait before the next attempt.
     Unreachable,
 }
@@ -106,13 +113,13 @@ impl<Q: Queue> Worker<Q> {
             let notified = arrivals.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let claimed = match self.claim(CHAIN).await {
-                Ok(claimed) => {
+            let claim = match self.claim(CHAIN).await {
+                Ok(claim) => {
                     if std::mem::take(&mut queue_down) {
                         backoff.reset();
                         tracing::info!(upstream = %self.upstream.name, "The queue can be read again; delivery resumes.");
                     }
-                    claimed
+                    claim
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut queue_down, true) {
@@ -125,16 +132,24 @@ impl<Q: Queue> Worker<Q> {
                     continue;
                 }
             };
+            let (claimed, mut next_due) = match claim {
+                Claim::Full(claimed) => (claimed, None),
+                Claim::Short(claimed, next_due) => (claimed, Some(next_due)),
+            };
             if !claimed.is_empty() {
                 while recording.try_join_next().is_some() {}
-                match self.deliver(claimed, &mut slot, &mut recording).await {
+                let full = next_due.is_none();
+                match self.deliver(claimed, full, &mut slot, &mut recording).await {
                     Round::Done => {
                         backoff.reset();
                         continue;
                     }
                     // Nothing more was due a moment ago: wait as when a
                     // claim finds nothing, instead of claiming again.
-                    Round::Drained => backoff.reset(),
+                    Round::Drained(due) => {
+                        backoff.reset();
+                        next_due = Some(due);
+                    }
                     Round::Unreachable => {
                         tokio::select! {
                             _ = tokio::time::sleep(backoff.next_wait()) => {}
@@ -147,7 +162,7 @@ impl<Q: Queue> Worker<Q> {
             // Idle until a commit wakes us (none is missed: `notified` has
             // been registered since before the claim) or a retry is due.
             pool::close_if_idle(&mut slot);
-            let wait = self.idle_wait().await;
+            let wait = idle_wait(next_due.flatten());
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -160,21 +175,6 @@ impl<Q: Queue> Worker<Q> {
         pool::close(slot).await;
     }
 
-    /// Until the next message is due, at most [`IDLE_POLL`]. One due
-    /// already is being claimed by another delivery (ours just found
-    /// nothing, and a commit since would wake us): look again in
-    /// [`RACE_POLL`], not at once, or every idle delivery would poll while
-    /// a busy one works.
-    async fn idle_wait(&self) -> Duration {
-        match self.queue.next_due(&self.upstream.name).await {
-            Ok(Some(due)) => due
-                .duration_since(SystemTime::now())
-                .unwrap_or(RACE_POLL)
-                .min(IDLE_POLL),
-            _ => IDLE_POLL,
-        }
-    }
-
     fn recorder(&self) -> Recorder<Q> {
         Recorder {
             upstream: self.upstream.clone(),
@@ -185,10 +185,12 @@ impl<Q: Queue> Worker<Q> {
     }
 
     /// Delivers claimed messages, and whatever becomes due meanwhile, over
-    /// the slot's connection (opening one if needed).
+    /// the slot's connection (opening one if needed). `full`: the claim
+    /// that gave them reached its limit, so more may be due.
     async fn deliver(
         &self,
         claimed: Vec<Claimed>,
+        full: bool,
         slot: &mut Option<Pooled>,
         recording: &mut JoinSet<()>,
     ) -> Round {
@@ -218,8 +220,11 @@ impl<Q: Queue> Worker<Q> {
                 },
             };
             let streamed = match conn {
-                Connection::Tls(s) => self.stream(s.as_mut(), &mut due, reused, recording).await,
-                Connection::Plain(s) => self.stream(s, &mut due, reused, recording).await,
+                Connection::Tls(s) => {
+                    self.stream(s.as_mut(), &mut due, full, reused, recording)
+                        .await
+                }
+                Connection::Plain(s) => self.stream(s, &mut due, full, reused, recording).await,
             };
             match streamed {
                 Streamed::Stale => {
@@ -231,7 +236,10 @@ impl<Q: Queue> Worker<Q> {
                         Some(pooled) if reusable => pooled.touch(),
                         _ => *slot = None,
                     }
-                    return if drained { Round::Drained } else { Round::Done };
+                    return match drained {
+                        Some(next_due) => Round::Drained(next_due),
+                        None => Round::Done,
+                    };
                 }
             }
         }
@@ -245,10 +253,17 @@ impl<Q: Queue> Worker<Q> {
     /// in the same pipeline, so the connection carries one message per
     /// round trip for as long as mail is due; each attempt is recorded (a
     /// task in `recording`) as soon as the upstream's reply to it arrives.
+    ///
+    /// Only while the claims come back full (`full` for the one that gave
+    /// `due`): a short claim took everything that was due, and what
+    /// arrives later wakes an idle delivery anyway. Claiming for more
+    /// after a short claim nearly always finds nothing, and costs a
+    /// writer round trip (a statement on the shared queue) per chain.
     async fn stream<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         session: &mut Session<T>,
         due: &mut VecDeque<Claimed>,
+        full: bool,
         reused: bool,
         recording: &mut JoinSet<()>,
     ) -> Streamed {
@@ -256,7 +271,8 @@ impl<Q: Queue> Worker<Q> {
         // Pushed, attempt not back yet: attempts come back in this order.
         let mut sent: VecDeque<Claimed> = VecDeque::new();
         let mut first = true;
-        let mut drained = false;
+        // Set by a short claim: when the next message is due.
+        let mut drained: Option<NextDue> = (!full).then_some(None);
         while let Some(message) = due.pop_front() {
             let prefix = stream_header(&message);
             let job = Job {
@@ -268,12 +284,24 @@ impl<Q: Queue> Worker<Q> {
                     content: &message.content,
                 },
             };
-            let claim_more =
-                due.is_empty() && !pipeline.is_broken() && !self.shutdown.is_cancelled();
+            let claim_more = drained.is_none()
+                && due.is_empty()
+                && !pipeline.is_broken()
+                && !self.shutdown.is_cancelled();
             let (done, more) = if claim_more {
-                tokio::join!(pipeline.push((), &job, &self.queue), self.claim_more())
+                let (done, more) =
+                    tokio::join!(pipeline.push((), &job, &self.queue), self.claim_more());
+                (done, Some(more))
             } else {
-                (pipeline.push((), &job, &self.queue).await, Vec::new())
+                (pipeline.push((), &job, &self.queue).await, None)
+            };
+            let more = match more {
+                Some(Claim::Short(more, next_due)) => {
+                    drained = Some(next_due);
+                    more
+                }
+                Some(Claim::Full(more)) => more,
+                None => Vec::new(),
             };
             sent.push_back(message);
             let stale = matches!(done.as_slice(), [(_, Attempt::Broken { silent: true, .. })]);
@@ -286,7 +314,6 @@ impl<Q: Queue> Worker<Q> {
                 return Streamed::Stale;
             }
             first = false;
-            drained = claim_more && more.is_empty();
             for ((), attempt) in done {
                 self.record(recording, sent.pop_front(), attempt).await;
             }
@@ -305,19 +332,24 @@ impl<Q: Queue> Worker<Q> {
     /// more may be due than one delivery takes (the queue wakes one
     /// delivery per commit), so another idle one is woken to look. A
     /// shorter one took everything that was due.
-    async fn claim(&self, limit: ClaimLimit) -> Result<Vec<Claimed>, QueueError> {
-        let claimed = self.queue.claim(&self.upstream.name, limit, LEASE).await?;
-        if claimed.len() >= limit.messages {
+    async fn claim(&self, limit: ClaimLimit) -> Result<Claim, QueueError> {
+        let claim = self
+            .queue
+            .claim_due(&self.upstream.name, limit, LEASE)
+            .await?;
+        if matches!(claim, Claim::Full(_)) {
             self.queue.arrivals().notify_one();
         }
-        Ok(claimed)
+        Ok(claim)
     }
 
     /// Claims the next due messages to follow the ones on the wire;
-    /// nothing when the queue cannot be read (the worker's own claim says
-    /// so next time).
-    async fn claim_more(&self) -> Vec<Claimed> {
-        self.claim(MORE).await.unwrap_or_default()
+    /// nothing when the queue cannot be read (the worker's own claim, made
+    /// next, says so).
+    async fn claim_more(&self) -> Claim {
+        self.claim(MORE)
+            .await
+            .unwrap_or_else(|_| Claim::Full(Vec::new()))
     }
 
     /// Records `attempt` as a task of its own, so the connection goes on
@@ -355,6 +387,21 @@ impl<Q: Queue> Worker<Q> {
 
 /// What goes in front of the message: `X-PM-Message-Stream` when the
 /// route chose a stream the message does not already name.
+/// How long an idle delivery waits for a wake-up: until the next message
+/// is due, at most [`IDLE_POLL`]. One due already is being claimed by
+/// another delivery (ours just came back without it, and a commit since
+/// would wake us): look again in [`RACE_POLL`], not at once, or every idle
+/// delivery would poll while a busy one works.
+fn idle_wait(next_due: NextDue) -> Duration {
+    match next_due {
+        Some(due) => due
+            .duration_since(SystemTime::now())
+            .unwrap_or(RACE_POLL)
+            .min(IDLE_POLL),
+        None => IDLE_POLL,
+    }
+}
+
 fn stream_header(message: &Claimed) -> Vec<u8> {
     let content = &message.content;
     // A message stored whole has its headers in the tail.

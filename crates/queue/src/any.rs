@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::{
-    ClaimLimit, Claimed, Finished, NewMessage, Outcome, PgQueue, Queue, QueueError, RetryPolicy,
+    Claim, ClaimLimit, Finished, NewMessage, Outcome, PgQueue, Queue, QueueError, RetryPolicy,
     SqliteQueue, Stats,
 };
 
@@ -84,14 +84,13 @@ impl Queue for AnyQueue {
         delegate!(self, q => q.chunk(id, seq).await)
     }
 
-    async fn claim(
+    async fn claim_due(
         &self,
         upstream: &str,
-        batch: impl Into<ClaimLimit> + Send,
+        limit: ClaimLimit,
         lease: Duration,
-    ) -> Result<Vec<Claimed>, QueueError> {
-        let batch = batch.into();
-        delegate!(self, q => q.claim(upstream, batch, lease).await)
+    ) -> Result<Claim, QueueError> {
+        delegate!(self, q => q.claim_due(upstream, limit, lease).await)
     }
 
     async fn finish(

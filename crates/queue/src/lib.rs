@@ -98,7 +98,7 @@ pub use info::{
 };
 pub use inspect::{Inspector, BUSY_TIMEOUT};
 pub use message::{
-    ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
+    Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
 };
 pub use postgres::{Imported, PgInspector, PgQueue, PgSettings};
 pub use sqlite::SqliteQueue;
@@ -151,13 +151,25 @@ pub trait Queue: Clone + Send + Sync + 'static {
     /// due first. Each comes with only its still-pending recipients.
     /// `lease` bounds how long one process may hold them; a store shared by
     /// several processes uses its own configured lease instead and renews
-    /// it while the holder lives ([`PgQueue`]).
+    /// it while the holder lives ([`PgQueue`]). A claim that comes back
+    /// short of `limit` says when the next message becomes due.
+    fn claim_due(
+        &self,
+        upstream: &str,
+        limit: ClaimLimit,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, QueueError>> + Send;
+
+    /// [`Queue::claim_due`]'s messages alone.
     fn claim(
         &self,
         upstream: &str,
-        batch: impl Into<ClaimLimit> + Send,
+        limit: impl Into<ClaimLimit> + Send,
         lease: Duration,
-    ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send {
+        let limit = limit.into();
+        async move { Ok(self.claim_due(upstream, limit, lease).await?.messages()) }
+    }
 
     /// Records one delivery attempt's per-recipient outcomes and ends the
     /// lease: the message is removed, rescheduled, or failed.

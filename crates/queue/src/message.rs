@@ -53,6 +53,28 @@ impl Content {
     }
 }
 
+/// What a claim took ([`crate::Queue::claim_due`]).
+#[derive(Debug)]
+pub enum Claim {
+    /// As many messages as the limit allowed: more may be due.
+    Full(Vec<Claimed>),
+    /// Everything that was due (maybe nothing), and when the next waiting
+    /// message for the upstream becomes due (`None`: none waits; a
+    /// message in flight is due when its lease would run out). An idle
+    /// delivery asks exactly that next; the claim answers it in the same
+    /// round trip.
+    Short(Vec<Claimed>, Option<SystemTime>),
+}
+
+impl Claim {
+    /// The messages taken, oldest due first.
+    pub fn messages(self) -> Vec<Claimed> {
+        match self {
+            Claim::Full(messages) | Claim::Short(messages, _) => messages,
+        }
+    }
+}
+
 /// How much one claim may take: at most `messages` messages and, beyond the
 /// first, at most `bytes` of message data (so a worker holding a run of
 /// large messages does not hold many megabytes).

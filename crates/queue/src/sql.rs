@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
-    ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, QueueError,
-    RetryPolicy,
+    Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient,
+    QueueError, RetryPolicy,
 };
 
 /// Unix milliseconds, the time unit on disk.
@@ -72,7 +72,7 @@ pub fn claim(
     batch: ClaimLimit,
     lease: Duration,
     now: SystemTime,
-) -> Result<Vec<Claimed>, QueueError> {
+) -> Result<Claim, QueueError> {
     let now_ms = millis(now);
     let due: Vec<(String, i64)> = conn
         .prepare_cached(
@@ -88,6 +88,7 @@ pub fn claim(
     // The first due message always; more only while what they hold in
     // memory (head and tail; chunks are read as they are sent) fits
     // `batch.bytes`.
+    let found = due.len();
     let mut bytes = 0u64;
     let ids: Vec<String> = due
         .into_iter()
@@ -98,6 +99,8 @@ pub fn claim(
         })
         .map(|(_, (id, _))| id)
         .collect();
+    // Short: everything due was found and taken.
+    let full = found >= batch.messages || ids.len() < found;
     let lease_until = now_ms + lease.as_millis() as i64;
     let mut claimed = Vec::with_capacity(ids.len());
     for id in ids {
@@ -109,7 +112,13 @@ pub fn claim(
         .execute(params![id, lease_until])?;
         claimed.push(load(conn, &id)?);
     }
-    Ok(claimed)
+    Ok(if full {
+        Claim::Full(claimed)
+    } else {
+        // After the leases above: those messages count as due when their
+        // lease would run out.
+        Claim::Short(claimed, next_due(conn, upstream)?)
+    })
 }
 
 fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {

@@ -10,7 +10,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::writer::{self, Op};
 use crate::{
-    schema, sql, ClaimLimit, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
+    schema, sql, Claim, ClaimLimit, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy,
 };
 
 /// The SQLite-backed queue. Cheap to clone; every clone talks to the same
@@ -179,17 +179,16 @@ impl Queue for SqliteQueue {
             .map_err(|e| QueueError::Read(e.to_string()))?
     }
 
-    async fn claim(
+    async fn claim_due(
         &self,
         upstream: &str,
-        batch: impl Into<ClaimLimit> + Send,
+        limit: ClaimLimit,
         lease: Duration,
-    ) -> Result<Vec<Claimed>, QueueError> {
+    ) -> Result<Claim, QueueError> {
         let upstream = upstream.to_string();
-        let batch = batch.into();
         self.ask(|reply| Op::Claim {
             upstream,
-            batch,
+            batch: limit,
             lease,
             reply,
         })

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use tokio::sync::{oneshot, Notify};
 
-use crate::{sql, ClaimLimit, Claimed, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
+use crate::{sql, Claim, ClaimLimit, Finished, NewMessage, Outcome, QueueError, RetryPolicy};
 
 /// Most requests committed together.
 pub const MAX_BATCH: usize = 256;
@@ -39,7 +39,7 @@ pub(crate) enum Op {
         upstream: String,
         batch: ClaimLimit,
         lease: Duration,
-        reply: Reply<Vec<Claimed>>,
+        reply: Reply<Claim>,
     },
     Finish {
         id: String,
@@ -84,7 +84,7 @@ pub type RouteFn = dyn Fn(&str, &[u8]) -> (String, Option<String>) + Send;
 /// What a request produced, held until the batch's commit is known.
 enum Done {
     Nothing,
-    Claimed(Vec<Claimed>),
+    Claimed(Claim),
     Finished(Finished),
     Due(Option<SystemTime>),
     Waiting(Vec<(String, u64)>),

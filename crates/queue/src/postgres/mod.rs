@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::sql::{from_millis, millis};
-use crate::{ClaimLimit, Claimed, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy};
+use crate::{Claim, ClaimLimit, Finished, NewMessage, Outcome, Queue, QueueError, RetryPolicy};
 use connect::Target;
 pub use inspect::{Imported, PgInspector};
 
@@ -363,17 +363,17 @@ impl Queue for PgQueue {
     /// Leases for `queue.lease` (renewed while this replica lives); the
     /// worker's own `lease` is a bound for one process and does not apply
     /// across replicas.
-    async fn claim(
+    async fn claim_due(
         &self,
         upstream: &str,
-        batch: impl Into<ClaimLimit> + Send,
+        limit: ClaimLimit,
         _lease: Duration,
-    ) -> Result<Vec<Claimed>, QueueError> {
+    ) -> Result<Claim, QueueError> {
         let client = self.client().await?;
         sql::claim(
             &client,
             upstream,
-            batch.into(),
+            limit,
             self.lease,
             &self.owner,
             SystemTime::now(),
@@ -425,25 +425,32 @@ impl Queue for PgQueue {
 
     async fn release(&self, id: &str) -> Result<(), QueueError> {
         let client = self.client().await?;
-        client
-            .execute(
+        let release = client
+            .prepare_cached(
                 "UPDATE messages SET lease_until = NULL, lease_owner = NULL, next_attempt_at = $2
                  WHERE id = $1",
-                &[&id, &millis(SystemTime::now())],
             )
+            .await?;
+        client
+            .execute(&release, &[&id, &millis(SystemTime::now())])
             .await?;
         Ok(())
     }
 
+    /// A prepared statement, as every frequent one here: a plain query
+    /// string costs a round trip more (tokio-postgres prepares it first)
+    /// and a parse and plan each time.
     async fn next_due(&self, upstream: &str) -> Result<Option<SystemTime>, QueueError> {
         let client = self.client().await?;
-        let due: Option<i64> = client
-            .query_opt(
+        let next_due = client
+            .prepare_cached(
                 "SELECT next_attempt_at FROM messages
                  WHERE upstream = $1 AND next_attempt_at IS NOT NULL AND state <> 'failed'
                  ORDER BY next_attempt_at LIMIT 1",
-                &[&upstream],
             )
+            .await?;
+        let due: Option<i64> = client
+            .query_opt(&next_due, &[&upstream])
             .await?
             .map(|row| row.get(0));
         Ok(due.map(from_millis))

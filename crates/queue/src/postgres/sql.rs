@@ -10,8 +10,8 @@ use deadpool_postgres::{Client, Transaction};
 
 use crate::sql::{first_problem, from_millis, millis};
 use crate::{
-    ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, QueueError,
-    RetryPolicy,
+    Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient,
+    QueueError, RetryPolicy,
 };
 
 /// Inserts a whole batch of messages and their recipients in two
@@ -202,9 +202,11 @@ impl<'a> Columns<'a> {
 /// Leases up to `batch` due messages whose lease is free or expired, with
 /// their pending recipients, in one statement (its own transaction: an
 /// empty claim, an idle delivery woken for messages another took, costs
-/// one round trip and writes nothing). Rows another replica is claiming right now are
-/// skipped, not waited for. The first due message always; more only while
-/// what they hold in memory (head and tail) fits `batch.bytes`.
+/// one round trip and writes nothing). Rows another replica is claiming
+/// right now are skipped, not waited for. The first due message always;
+/// more only while what they hold in memory (head and tail) fits
+/// `batch.bytes`. The same statement finds when the next message not
+/// taken becomes due, for a claim that comes back short.
 pub async fn claim(
     client: &Client,
     upstream: &str,
@@ -212,9 +214,13 @@ pub async fn claim(
     lease: Duration,
     owner: &str,
     now: SystemTime,
-) -> Result<Vec<Claimed>, QueueError> {
+) -> Result<Claim, QueueError> {
     let now_ms = millis(now);
     let lease_until = now_ms + lease.as_millis() as i64;
+    // `later` always gives one row, so the statement answers even when it
+    // took nothing; each message taken is joined to it. Its snapshot is
+    // the statement's: the rows taken still show their old due time, so
+    // they are left out by id.
     let rows = client
         .query(
             &client
@@ -230,15 +236,28 @@ pub async fn claim(
                          SELECT id, next_attempt_at FROM (
                              SELECT id, next_attempt_at, row_number() OVER w AS n, sum(bytes) OVER w AS total
                              FROM due WINDOW w AS (ORDER BY next_attempt_at, id)) ranked
-                         WHERE n = 1 OR total <= $4)
-                     UPDATE messages m SET lease_until = $5, lease_owner = $6, next_attempt_at = $5
-                     FROM chosen WHERE m.id = chosen.id
-                     RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
-                               m.data, m.attempts, chosen.next_attempt_at, m.eight_bit,
-                               ARRAY(SELECT idx FROM recipients r
-                                     WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx),
-                               ARRAY(SELECT address FROM recipients r
-                                     WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx)",
+                         WHERE n = 1 OR total <= $4),
+                     taken AS (
+                         UPDATE messages m SET lease_until = $5, lease_owner = $6, next_attempt_at = $5
+                         FROM chosen WHERE m.id = chosen.id
+                         RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
+                                   m.data, m.attempts, chosen.next_attempt_at AS due_at, m.eight_bit,
+                                   ARRAY(SELECT idx FROM recipients r
+                                         WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx) AS idx,
+                                   ARRAY(SELECT address FROM recipients r
+                                         WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx) AS addresses),
+                     later AS (
+                         SELECT (SELECT count(*) FROM due) AS found,
+                                (SELECT count(*) FROM chosen) AS taking,
+                                (SELECT next_attempt_at FROM messages
+                                 WHERE upstream = $1 AND next_attempt_at IS NOT NULL AND state <> 'failed'
+                                   AND id NOT IN (SELECT id FROM chosen)
+                                 ORDER BY next_attempt_at LIMIT 1) AS next_due)
+                     SELECT taken.id, taken.received_at, taken.sender, taken.upstream, taken.stream,
+                            taken.head, taken.chunks, taken.data, taken.attempts, taken.due_at,
+                            taken.eight_bit, taken.idx, taken.addresses,
+                            later.found, later.taking, later.next_due
+                     FROM later LEFT JOIN taken ON true",
                 )
                 .await?,
             &[
@@ -251,11 +270,15 @@ pub async fn claim(
             ],
         )
         .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
+    let Some(first) = rows.first() else {
+        return Err(QueueError::Read("the claim returned no row".into()));
+    };
+    let found: i64 = first.get(13);
+    let taking: i64 = first.get(14);
+    let next_due: Option<i64> = first.get(15);
     let mut claimed: Vec<(i64, Claimed)> = rows
         .iter()
+        .filter(|row| row.get::<_, Option<String>>(0).is_some())
         .map(|row| {
             let idx: Vec<i64> = row.get(11);
             let addresses: Vec<String> = row.get(12);
@@ -284,7 +307,14 @@ pub async fn claim(
     // Oldest due first, as the queue promises (RETURNING keeps no order).
     claimed.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)));
     let claimed = claimed.into_iter().map(|(_, c)| c).collect();
-    Ok(claimed)
+    // Short: everything due (and not being claimed by another replica)
+    // was found and taken.
+    let limit = i64::try_from(batch.messages).unwrap_or(i64::MAX);
+    Ok(if found >= limit || taking < found {
+        Claim::Full(claimed)
+    } else {
+        Claim::Short(claimed, next_due.map(from_millis))
+    })
 }
 
 /// Removes every message of `ids` (parallel to `idx` and `replies`: one
