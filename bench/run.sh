@@ -7,8 +7,9 @@
 #                           counts, writes nothing outside a temp folder
 #   bench/run.sh --profile perf|callgrind [--only 4k-persist]
 #                           one postmark-relay run of the 20-session 4 KiB
-#                           scenario (a connection per message, or kept) under `perf record -e cpu-clock` (20,000
-#                           messages, flat profile per thread; needs
+#                           scenario (a connection per message, or kept with
+#                           --only 4k-persist) under `perf record -e cpu-clock`
+#                           (20,000 messages, flat profile per thread; needs
 #                           linux-perf) or valgrind's callgrind (1,000
 #                           messages, inclusive costs); prints the hot spots
 #   options: --reps N  --no-doc  --keep (keep the temp folder)
@@ -27,6 +28,7 @@
 #            BENCH_RELAYS (default "postmark-relay postfix": which to run)
 #            BENCH_N_WAN (messages in 4k-wan10 and kill9; 2000)
 #            BENCH_PG_OPTIONS (extra postgres -c options, e.g. "-c log_statement=all")
+#            BENCH_PERF_ARGS (extra `perf record` options for --profile perf, e.g. "-g")
 #
 # Needs root (Postfix's own instance runs as root with mail_owner postfix).
 # Installs postfix, libsasl2-modules, sqlite3, iproute2 (ss) and postgresql from Debian
