@@ -385,13 +385,12 @@ impl<Q: Queue> Worker<Q> {
     }
 }
 
-/// What goes in front of the message: `X-PM-Message-Stream` when the
-/// route chose a stream the message does not already name.
 /// How long an idle delivery waits for a wake-up: until the next message
 /// is due, at most [`IDLE_POLL`]. One due already is being claimed by
 /// another delivery (ours just came back without it, and a commit since
-/// would wake us): look again in [`RACE_POLL`], not at once, or every idle
-/// delivery would poll while a busy one works.
+/// would wake us), or fell due while ours was sending: look again in
+/// [`RACE_POLL`], not at once, or every idle delivery would poll while a
+/// busy one works.
 fn idle_wait(next_due: NextDue) -> Duration {
     match next_due {
         Some(due) => due
@@ -402,6 +401,8 @@ fn idle_wait(next_due: NextDue) -> Duration {
     }
 }
 
+/// What goes in front of the message: `X-PM-Message-Stream` when the
+/// route chose a stream the message does not already name.
 fn stream_header(message: &Claimed) -> Vec<u8> {
     let content = &message.content;
     // A message stored whole has its headers in the tail.
