@@ -220,7 +220,10 @@ pub async fn claim(
     // `later` always gives one row, so the statement answers even when it
     // took nothing; each message taken is joined to it. Its snapshot is
     // the statement's: the rows taken still show their old due time, so
-    // they are left out by id.
+    // they are left out by id. The update finds its rows by `id = ANY`
+    // of an array: written as a join with `chosen`, the generic plan of
+    // this prepared statement hashed the whole table (a sequential scan
+    // per claim: 32 ms with 100,000 messages waiting, against 0.9).
     let rows = client
         .query(
             &client
@@ -239,9 +242,9 @@ pub async fn claim(
                          WHERE n = 1 OR total <= $4),
                      taken AS (
                          UPDATE messages m SET lease_until = $5, lease_owner = $6, next_attempt_at = $5
-                         FROM chosen WHERE m.id = chosen.id
+                         WHERE m.id = ANY (ARRAY(SELECT id FROM chosen))
                          RETURNING m.id, m.received_at, m.sender, m.upstream, m.stream, m.head, m.chunks,
-                                   m.data, m.attempts, chosen.next_attempt_at AS due_at, m.eight_bit,
+                                   m.data, m.attempts, m.eight_bit,
                                    ARRAY(SELECT idx FROM recipients r
                                          WHERE r.message_id = m.id AND r.state = 'pending' ORDER BY idx) AS idx,
                                    ARRAY(SELECT address FROM recipients r
@@ -254,10 +257,10 @@ pub async fn claim(
                                    AND id NOT IN (SELECT id FROM chosen)
                                  ORDER BY next_attempt_at LIMIT 1) AS next_due)
                      SELECT taken.id, taken.received_at, taken.sender, taken.upstream, taken.stream,
-                            taken.head, taken.chunks, taken.data, taken.attempts, taken.due_at,
+                            taken.head, taken.chunks, taken.data, taken.attempts, chosen.next_attempt_at,
                             taken.eight_bit, taken.idx, taken.addresses,
                             later.found, later.taking, later.next_due
-                     FROM later LEFT JOIN taken ON true",
+                     FROM later LEFT JOIN (taken JOIN chosen ON chosen.id = taken.id) ON true",
                 )
                 .await?,
             &[
