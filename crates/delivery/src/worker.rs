@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{Claim, ClaimLimit, Claimed, Queue, QueueError};
+use relay_queue::{Claim, ClaimLimit, Claimed, Queue, QueueError, Rest};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -64,31 +64,23 @@ pub(crate) struct Worker<Q> {
 /// takes about a millisecond, so one or two are the rule.
 const RECORDING_AT_ONCE: usize = 8;
 
-/// When the next waiting message becomes due, as a short claim reported
-/// it (`None`: none waits).
-type NextDue = Option<SystemTime>;
-
 /// How a stream of messages over one connection ended.
 enum Streamed {
     /// A reused connection answered nothing about the first message: it
     /// had gone stale; every message is back in `due`.
     Stale,
-    /// Every message was sent and its attempt is being recorded;
-    /// `drained`: the last claim came back short of its limit (everything
-    /// due then was taken), with the next due time it reported.
-    Ended {
-        reusable: bool,
-        drained: Option<NextDue>,
-    },
+    /// Every message was sent and its attempt is being recorded; `rest`:
+    /// what the last claim saw of the messages it did not take.
+    Ended { reusable: bool, rest: Rest },
 }
 
 /// How a delivery round ended, for the worker's loop.
 enum Round {
     /// Go on with the next claim.
     Done,
-    /// Delivered, and the last claim came back short: wait for a wake-up
-    /// (or the next due time) before claiming again.
-    Drained(NextDue),
+    /// Delivered, and the last claim took everything due: wait for a
+    /// wake-up (or the next due time it reported) before claiming again.
+    Drained(Option<SystemTime>),
     /// The upstream could not be reached: wait before the next attempt.
     Unreachable,
 }
@@ -132,14 +124,14 @@ impl<Q: Queue> Worker<Q> {
                     continue;
                 }
             };
-            let (claimed, mut next_due) = match claim {
-                Claim::Full(claimed) => (claimed, None),
-                Claim::Short(claimed, next_due) => (claimed, Some(next_due)),
+            // An empty claim took everything due: its rest is a next due time.
+            let mut next_due = match claim.rest {
+                Rest::MoreDue => None,
+                Rest::NextDue(due) => due,
             };
-            if !claimed.is_empty() {
+            if !claim.messages.is_empty() {
                 while recording.try_join_next().is_some() {}
-                let full = next_due.is_none();
-                match self.deliver(claimed, full, &mut slot, &mut recording).await {
+                match self.deliver(claim, &mut slot, &mut recording).await {
                     Round::Done => {
                         backoff.reset();
                         continue;
@@ -148,7 +140,7 @@ impl<Q: Queue> Worker<Q> {
                     // claim finds nothing, instead of claiming again.
                     Round::Drained(due) => {
                         backoff.reset();
-                        next_due = Some(due);
+                        next_due = due;
                     }
                     Round::Unreachable => {
                         tokio::select! {
@@ -162,7 +154,7 @@ impl<Q: Queue> Worker<Q> {
             // Idle until a commit wakes us (none is missed: `notified` has
             // been registered since before the claim) or a retry is due.
             pool::close_if_idle(&mut slot);
-            let wait = idle_wait(next_due.flatten());
+            let wait = idle_wait(next_due);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -185,16 +177,14 @@ impl<Q: Queue> Worker<Q> {
     }
 
     /// Delivers claimed messages, and whatever becomes due meanwhile, over
-    /// the slot's connection (opening one if needed). `full`: the claim
-    /// that gave them reached its limit, so more may be due.
+    /// the slot's connection (opening one if needed).
     async fn deliver(
         &self,
-        claimed: Vec<Claimed>,
-        full: bool,
+        claim: Claim,
         slot: &mut Option<Pooled>,
         recording: &mut JoinSet<()>,
     ) -> Round {
-        let mut due: VecDeque<Claimed> = claimed.into();
+        let mut due: VecDeque<Claimed> = claim.messages.into();
         let recorder = self.recorder();
         // A pooled connection the upstream closed meanwhile answers
         // nothing: then the messages go once more over a fresh one.
@@ -221,24 +211,27 @@ impl<Q: Queue> Worker<Q> {
             };
             let streamed = match conn {
                 Connection::Tls(s) => {
-                    self.stream(s.as_mut(), &mut due, full, reused, recording)
+                    self.stream(s.as_mut(), &mut due, claim.rest, reused, recording)
                         .await
                 }
-                Connection::Plain(s) => self.stream(s, &mut due, full, reused, recording).await,
+                Connection::Plain(s) => {
+                    self.stream(s, &mut due, claim.rest, reused, recording)
+                        .await
+                }
             };
             match streamed {
                 Streamed::Stale => {
                     tracing::debug!(upstream = %self.upstream.name, "Pooled connection was stale; reconnecting.");
                     *slot = None;
                 }
-                Streamed::Ended { reusable, drained } => {
+                Streamed::Ended { reusable, rest } => {
                     match slot.as_mut() {
                         Some(pooled) if reusable => pooled.touch(),
                         _ => *slot = None,
                     }
-                    return match drained {
-                        Some(next_due) => Round::Drained(next_due),
-                        None => Round::Done,
+                    return match rest {
+                        Rest::MoreDue => Round::Done,
+                        Rest::NextDue(due) => Round::Drained(due),
                     };
                 }
             }
@@ -254,16 +247,16 @@ impl<Q: Queue> Worker<Q> {
     /// round trip for as long as mail is due; each attempt is recorded (a
     /// task in `recording`) as soon as the upstream's reply to it arrives.
     ///
-    /// Only while the claims come back full (`full` for the one that gave
-    /// `due`): a short claim took everything that was due, and what
-    /// arrives later wakes an idle delivery anyway. Claiming for more
+    /// Only while claims stop at their limit (`rest` of the one that gave
+    /// `due`): a claim that took everything that was due has nothing to
+    /// follow, and what arrives later wakes an idle delivery anyway. Claiming for more
     /// after a short claim nearly always finds nothing, and costs a
     /// writer round trip (a statement on the shared queue) per chain.
     async fn stream<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         session: &mut Session<T>,
         due: &mut VecDeque<Claimed>,
-        full: bool,
+        mut rest: Rest,
         reused: bool,
         recording: &mut JoinSet<()>,
     ) -> Streamed {
@@ -271,8 +264,6 @@ impl<Q: Queue> Worker<Q> {
         // Pushed, attempt not back yet: attempts come back in this order.
         let mut sent: VecDeque<Claimed> = VecDeque::new();
         let mut first = true;
-        // Set by a short claim: when the next message is due.
-        let mut drained: Option<NextDue> = (!full).then_some(None);
         while let Some(message) = due.pop_front() {
             let prefix = stream_header(&message);
             let job = Job {
@@ -284,24 +275,17 @@ impl<Q: Queue> Worker<Q> {
                     content: &message.content,
                 },
             };
-            let claim_more = drained.is_none()
+            let claim_more = rest == Rest::MoreDue
                 && due.is_empty()
                 && !pipeline.is_broken()
                 && !self.shutdown.is_cancelled();
             let (done, more) = if claim_more {
                 let (done, more) =
                     tokio::join!(pipeline.push((), &job, &self.queue), self.claim_more());
-                (done, Some(more))
+                rest = more.rest;
+                (done, more.messages)
             } else {
-                (pipeline.push((), &job, &self.queue).await, None)
-            };
-            let more = match more {
-                Some(Claim::Short(more, next_due)) => {
-                    drained = Some(next_due);
-                    more
-                }
-                Some(Claim::Full(more)) => more,
-                None => Vec::new(),
+                (pipeline.push((), &job, &self.queue).await, Vec::new())
             };
             sent.push_back(message);
             let stale = matches!(done.as_slice(), [(_, Attempt::Broken { silent: true, .. })]);
@@ -324,7 +308,7 @@ impl<Q: Queue> Worker<Q> {
         }
         Streamed::Ended {
             reusable: !pipeline.is_broken(),
-            drained,
+            rest,
         }
     }
 
@@ -337,7 +321,7 @@ impl<Q: Queue> Worker<Q> {
             .queue
             .claim_due(&self.upstream.name, limit, LEASE)
             .await?;
-        if matches!(claim, Claim::Full(_)) {
+        if claim.rest == Rest::MoreDue {
             self.queue.arrivals().notify_one();
         }
         Ok(claim)
@@ -347,9 +331,10 @@ impl<Q: Queue> Worker<Q> {
     /// nothing when the queue cannot be read (the worker's own claim, made
     /// next, says so).
     async fn claim_more(&self) -> Claim {
-        self.claim(MORE)
-            .await
-            .unwrap_or_else(|_| Claim::Full(Vec::new()))
+        self.claim(MORE).await.unwrap_or(Claim {
+            messages: Vec::new(),
+            rest: Rest::MoreDue,
+        })
     }
 
     /// Records `attempt` as a task of its own, so the connection goes on
@@ -391,7 +376,7 @@ impl<Q: Queue> Worker<Q> {
 /// would wake us), or fell due while ours was sending: look again in
 /// [`RACE_POLL`], not at once, or every idle delivery would poll while a
 /// busy one works.
-fn idle_wait(next_due: NextDue) -> Duration {
+fn idle_wait(next_due: Option<SystemTime>) -> Duration {
     match next_due {
         Some(due) => due
             .duration_since(SystemTime::now())

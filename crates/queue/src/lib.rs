@@ -98,7 +98,8 @@ pub use info::{
 };
 pub use inspect::{Inspector, BUSY_TIMEOUT};
 pub use message::{
-    Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, State,
+    Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient, Rest,
+    State,
 };
 pub use postgres::{Imported, PgInspector, PgQueue, PgSettings};
 pub use sqlite::SqliteQueue;
@@ -168,7 +169,7 @@ pub trait Queue: Clone + Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send {
         let limit = limit.into();
-        async move { Ok(self.claim_due(upstream, limit, lease).await?.messages()) }
+        async move { Ok(self.claim_due(upstream, limit, lease).await?.messages) }
     }
 
     /// Records one delivery attempt's per-recipient outcomes and ends the

@@ -53,26 +53,25 @@ impl Content {
     }
 }
 
-/// What a claim took ([`crate::Queue::claim_due`]).
+/// What a claim took ([`crate::Queue::claim_due`]), and what it saw of
+/// the messages it did not take.
 #[derive(Debug)]
-pub enum Claim {
-    /// As many messages as the limit allowed: more may be due.
-    Full(Vec<Claimed>),
-    /// Everything that was due (maybe nothing), and when the next waiting
-    /// message for the upstream becomes due (`None`: none waits; a
-    /// message in flight is due when its lease would run out). An idle
-    /// delivery asks exactly that next; the claim answers it in the same
-    /// round trip.
-    Short(Vec<Claimed>, Option<SystemTime>),
+pub struct Claim {
+    /// The messages now leased, oldest due first.
+    pub messages: Vec<Claimed>,
+    pub rest: Rest,
 }
 
-impl Claim {
-    /// The messages taken, oldest due first.
-    pub fn messages(self) -> Vec<Claimed> {
-        match self {
-            Claim::Full(messages) | Claim::Short(messages, _) => messages,
-        }
-    }
+/// What a claim saw of the messages it did not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rest {
+    /// It stopped at its limit (count or bytes): more may be due now.
+    MoreDue,
+    /// It took everything that was due (maybe nothing); the next waiting
+    /// message becomes due at this time (`None`: none waits; a message in
+    /// flight is due when its lease would run out). An idle delivery asks
+    /// exactly that next; the claim answers it in the same round trip.
+    NextDue(Option<SystemTime>),
 }
 
 /// How much one claim may take: at most `messages` messages and, beyond the

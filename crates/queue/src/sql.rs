@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::{
     Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient,
-    QueueError, RetryPolicy,
+    QueueError, Rest, RetryPolicy,
 };
 
 /// Unix milliseconds, the time unit on disk.
@@ -112,12 +112,16 @@ pub fn claim(
         .execute(params![id, lease_until])?;
         claimed.push(load(conn, &id)?);
     }
-    Ok(if full {
-        Claim::Full(claimed)
+    let rest = if full {
+        Rest::MoreDue
     } else {
         // After the leases above: those messages count as due when their
         // lease would run out.
-        Claim::Short(claimed, next_due(conn, upstream)?)
+        Rest::NextDue(next_due(conn, upstream)?)
+    };
+    Ok(Claim {
+        messages: claimed,
+        rest,
     })
 }
 

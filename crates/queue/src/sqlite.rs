@@ -188,7 +188,7 @@ impl Queue for SqliteQueue {
         let upstream = upstream.to_string();
         self.ask(|reply| Op::Claim {
             upstream,
-            batch: limit,
+            limit,
             lease,
             reply,
         })

@@ -37,7 +37,7 @@ pub(crate) enum Op {
     Discard(String, Reply<()>),
     Claim {
         upstream: String,
-        batch: ClaimLimit,
+        limit: ClaimLimit,
         lease: Duration,
         reply: Reply<Claim>,
     },
@@ -107,10 +107,10 @@ impl Op {
             Op::Discard(id, _) => sql::discard(c, id).map(nothing),
             Op::Claim {
                 upstream,
-                batch,
+                limit,
                 lease,
                 ..
-            } => sql::claim(c, upstream, *batch, *lease, now).map(Done::Claimed),
+            } => sql::claim(c, upstream, *limit, *lease, now).map(Done::Claimed),
             Op::Finish {
                 id,
                 outcomes,
@@ -266,29 +266,31 @@ fn commit_batch(
             .collect();
         (results, Err(QueueError::from(e)))
     };
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return all_fail(e),
-    };
-    let results: Result<Vec<Done>, QueueError> =
-        batch.iter().map(|op| op.run(&tx, policy, now)).collect();
-    match results {
-        Ok(results) => {
-            let committed = tx.commit().map_err(QueueError::from);
-            return (results.into_iter().map(Ok).collect(), committed);
-        }
-        Err(_) => drop(tx), // rolls back
+    let mut isolate = false;
+    loop {
+        let mut tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return all_fail(e),
+        };
+        let results = if isolate {
+            batch
+                .iter()
+                .map(|op| isolated(&mut tx, |c| op.run(c, policy, now)))
+                .collect()
+        } else {
+            let ran: Result<Vec<Done>, QueueError> =
+                batch.iter().map(|op| op.run(&tx, policy, now)).collect();
+            match ran {
+                Ok(done) => done.into_iter().map(Ok).collect(),
+                // Dropping the transaction rolls it back.
+                Err(_) => {
+                    isolate = true;
+                    continue;
+                }
+            }
+        };
+        return (results, tx.commit().map_err(QueueError::from));
     }
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return all_fail(e),
-    };
-    let results = batch
-        .iter()
-        .map(|op| isolated(&mut tx, |c| op.run(c, policy, now)))
-        .collect();
-    let committed = tx.commit().map_err(QueueError::from);
-    (results, committed)
 }
 
 /// Runs one request in its own savepoint: undone alone if it fails.

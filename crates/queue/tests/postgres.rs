@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use relay_queue::{
-    Claim, ClaimLimit, Content, Deleted, Finished, Outcome, PgInspector, PgQueue, PgSettings,
-    Queue, QueueError, RecipientState, State,
+    ClaimLimit, Content, Deleted, Finished, Outcome, PgInspector, PgQueue, PgSettings, Queue,
+    QueueError, RecipientState, State,
 };
 use relay_testkit::{TestPostgres, PG_PASSWORD};
 
@@ -493,56 +493,11 @@ async fn an_untrusted_database_certificate_fails_naming_queue_ca_file() {
     }
 }
 
-/// As on SQLite: a claim that took everything due says when the next
-/// message becomes due, in the same statement; one stopped by its limit
-/// or byte budget says more may be due; an empty queue, nothing waits.
+/// As on SQLite ([`common::short_claims_tell_when_the_next_message_is_due`]):
+/// here the claim's one statement answers.
 #[tokio::test]
 async fn a_short_claim_tells_when_the_next_message_is_due() {
     let pg = TestPostgres::start();
     let q = open(&pg, "short_claims").await;
-    for id in ["S1", "S2", "S3", "S4"] {
-        q.enqueue(message(id, &["a@x.test"])).await.unwrap();
-    }
-    let claim = q.claim_due("transactional", 2.into(), LEASE).await.unwrap();
-    let Claim::Full(first) = claim else {
-        panic!("a claim that reached its limit must say more may be due: {claim:?}");
-    };
-    assert_eq!(first.len(), 2);
-    let tiny = ClaimLimit {
-        messages: 10,
-        bytes: 1,
-    };
-    let claim = q.claim_due("transactional", tiny, LEASE).await.unwrap();
-    let Claim::Full(cut) = claim else {
-        panic!("a claim cut by its byte budget left one due: {claim:?}");
-    };
-    assert_eq!(cut.len(), 1);
-    let claim = q
-        .claim_due("transactional", 10.into(), LEASE)
-        .await
-        .unwrap();
-    let Claim::Short(last, Some(next)) = claim else {
-        panic!("the last due message taken, the claim must say when the next is due: {claim:?}");
-    };
-    assert_eq!(last.len(), 1);
-    assert!(
-        next > std::time::SystemTime::now(),
-        "everything is in flight, yet the next is due at once: {next:?}"
-    );
-    for c in first.into_iter().chain(cut).chain(last) {
-        let delivered = c
-            .recipients
-            .iter()
-            .map(|r| (r.idx, Outcome::Delivered("250 ok".into())))
-            .collect();
-        q.finish(&c.id, delivered, None).await.unwrap();
-    }
-    let claim = q
-        .claim_due("transactional", 10.into(), LEASE)
-        .await
-        .unwrap();
-    assert!(
-        matches!(&claim, Claim::Short(m, None) if m.is_empty()),
-        "an empty queue: nothing taken, nothing waits: {claim:?}"
-    );
+    common::short_claims_tell_when_the_next_message_is_due(&q, LEASE).await;
 }

@@ -1,9 +1,9 @@
 //! The queue's promises, checked against a real SQLite file.
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use relay_queue::{Claim, Content, Finished, Outcome, Queue, QueueError, SqliteQueue};
+use relay_queue::{Content, Finished, Outcome, Queue, QueueError, SqliteQueue};
 
 mod common;
 use common::{message, policy};
@@ -378,57 +378,11 @@ async fn a_version_1_queue_is_upgraded_and_its_messages_read_whole() {
     assert_eq!(c.content, Content::whole(b"Hi\r\n".to_vec()));
 }
 
-/// A claim that took everything due says so, with when the next message
-/// becomes due (what an idle delivery asks next, answered by the same
-/// writer round trip); one that stopped at its limit or at its byte
-/// budget says more may be due.
+/// See [`common::short_claims_tell_when_the_next_message_is_due`]; here
+/// the answer comes with the writer round trip of the claim.
 #[tokio::test]
 async fn a_short_claim_tells_when_the_next_message_is_due() {
     let dir = tempfile::tempdir().unwrap();
     let q = SqliteQueue::open(dir.path(), policy()).unwrap();
-    for id in ["S1", "S2", "S3", "S4"] {
-        q.enqueue(message(id, &["a@x.test"])).await.unwrap();
-    }
-    let two = relay_queue::ClaimLimit::from(2);
-    let Claim::Full(first) = q.claim_due("transactional", two, LEASE).await.unwrap() else {
-        panic!("a claim that reached its limit must say more may be due");
-    };
-    assert_eq!(first.len(), 2);
-    let tiny = relay_queue::ClaimLimit {
-        messages: 10,
-        bytes: 1,
-    };
-    let claim = q.claim_due("transactional", tiny, LEASE).await.unwrap();
-    let Claim::Full(cut) = claim else {
-        panic!("a claim cut by its byte budget left one due: {claim:?}");
-    };
-    assert_eq!(cut.len(), 1);
-    let before = SystemTime::now();
-    let claim = q
-        .claim_due("transactional", 10.into(), LEASE)
-        .await
-        .unwrap();
-    let Claim::Short(last, Some(next)) = claim else {
-        panic!("the last due message taken, the claim must say when the next is due: {claim:?}");
-    };
-    assert_eq!(last.len(), 1);
-    // Everything is in flight: the next due is the first lease's end.
-    assert!(next + Duration::from_millis(1) >= before + LEASE - Duration::from_secs(5));
-    assert!(next <= SystemTime::now() + LEASE);
-    for c in first.into_iter().chain(cut).chain(last) {
-        let delivered = c
-            .recipients
-            .iter()
-            .map(|r| (r.idx, Outcome::Delivered("250 ok".into())))
-            .collect();
-        q.finish(&c.id, delivered, None).await.unwrap();
-    }
-    let claim = q
-        .claim_due("transactional", 10.into(), LEASE)
-        .await
-        .unwrap();
-    assert!(
-        matches!(&claim, Claim::Short(m, None) if m.is_empty()),
-        "an empty queue: nothing taken, nothing waits: {claim:?}"
-    );
+    common::short_claims_tell_when_the_next_message_is_due(&q, LEASE).await;
 }

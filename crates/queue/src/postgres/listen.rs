@@ -103,13 +103,14 @@ async fn listen<T: MakeTlsConnect<Socket>>(
     // Other replicas' commits wake one delivery here at most once per
     // REMOTE_WAKE_EVERY: under load their own deliveries take their mail,
     // and a wake-up for each of their commits only had ours claim nothing.
+    // A commit heard owes a wake-up, paid at once if the last one is
+    // REMOTE_WAKE_EVERY old (the sleep is then already over).
     let mut woke = Instant::now() - REMOTE_WAKE_EVERY;
     let mut owed = false;
     loop {
-        let wake_at = woke + REMOTE_WAKE_EVERY;
         let message = tokio::select! {
             message = poll_fn(|cx| connection.poll_message(cx)) => message,
-            _ = tokio::time::sleep_until(wake_at), if owed => {
+            _ = tokio::time::sleep_until(woke + REMOTE_WAKE_EVERY), if owed => {
                 owed = false;
                 woke = Instant::now();
                 crate::wake(arrivals);
@@ -119,16 +120,7 @@ async fn listen<T: MakeTlsConnect<Socket>>(
         match message {
             // The payload names who committed; our own writer woke our
             // deliveries already.
-            Some(Ok(AsyncMessage::Notification(note))) => {
-                if note.payload() != owner {
-                    if Instant::now() >= wake_at {
-                        woke = Instant::now();
-                        crate::wake(arrivals);
-                    } else {
-                        owed = true;
-                    }
-                }
-            }
+            Some(Ok(AsyncMessage::Notification(note))) => owed |= note.payload() != owner,
             Some(Ok(_)) => {}
             Some(Err(e)) => return Ended::Lost(reason(e)),
             None => return Ended::Lost("the server closed the connection".into()),

@@ -11,7 +11,7 @@ use deadpool_postgres::{Client, Transaction};
 use crate::sql::{first_problem, from_millis, millis};
 use crate::{
     Claim, ClaimLimit, Claimed, Content, Finished, NewMessage, Outcome, PendingRecipient,
-    QueueError, RetryPolicy,
+    QueueError, Rest, RetryPolicy,
 };
 
 /// Inserts a whole batch of messages and their recipients in two
@@ -313,10 +313,14 @@ pub async fn claim(
     // Short: everything due (and not being claimed by another replica)
     // was found and taken.
     let limit = i64::try_from(batch.messages).unwrap_or(i64::MAX);
-    Ok(if found >= limit || taking < found {
-        Claim::Full(claimed)
+    let rest = if found >= limit || taking < found {
+        Rest::MoreDue
     } else {
-        Claim::Short(claimed, next_due.map(from_millis))
+        Rest::NextDue(next_due.map(from_millis))
+    };
+    Ok(Claim {
+        messages: claimed,
+        rest,
     })
 }
 

@@ -1,10 +1,10 @@
-//! What the queue's test files share: a fast retry policy and a small
-//! message.
+//! What the queue's test files share: a fast retry policy, a small
+//! message, and the promises both stores keep the same way.
 #![allow(dead_code)] // Each test file uses what it needs.
 
 use std::time::{Duration, SystemTime};
 
-use relay_queue::{Content, NewMessage, RetryPolicy};
+use relay_queue::{Claim, ClaimLimit, Content, NewMessage, Outcome, Queue, Rest, RetryPolicy};
 
 /// Retries within milliseconds; gives up after an hour.
 pub fn policy() -> RetryPolicy {
@@ -30,4 +30,73 @@ pub fn message(id: &str, rcpts: &[&str]) -> NewMessage {
         client: None,
         content: Content::whole(b"Subject: x\r\n\r\nhello\r\n".to_vec()),
     }
+}
+
+/// A claim that took everything due says so, with when the next message
+/// becomes due (what an idle delivery asks next, answered in the same
+/// round trip); one that stopped at its limit or at its byte budget says
+/// more may be due; on an empty queue nothing is taken and nothing waits.
+/// `q` is empty and leases for `lease`.
+pub async fn short_claims_tell_when_the_next_message_is_due(q: &impl Queue, lease: Duration) {
+    for id in ["S1", "S2", "S3", "S4"] {
+        q.enqueue(message(id, &["a@x.test"])).await.unwrap();
+    }
+    let claim = q.claim_due("transactional", 2.into(), lease).await.unwrap();
+    let Claim {
+        messages: first,
+        rest: Rest::MoreDue,
+    } = claim
+    else {
+        panic!("a claim that reached its limit must say more may be due: {claim:?}");
+    };
+    assert_eq!(first.len(), 2);
+    let tiny = ClaimLimit {
+        messages: 10,
+        bytes: 1,
+    };
+    let claim = q.claim_due("transactional", tiny, lease).await.unwrap();
+    let Claim {
+        messages: cut,
+        rest: Rest::MoreDue,
+    } = claim
+    else {
+        panic!("a claim cut by its byte budget left one due: {claim:?}");
+    };
+    assert_eq!(cut.len(), 1);
+    let before = SystemTime::now();
+    let claim = q
+        .claim_due("transactional", 10.into(), lease)
+        .await
+        .unwrap();
+    let Claim {
+        messages: last,
+        rest: Rest::NextDue(Some(next)),
+    } = claim
+    else {
+        panic!("the last due message taken, the claim must say when the next is due: {claim:?}");
+    };
+    assert_eq!(last.len(), 1);
+    assert!(
+        next > SystemTime::now(),
+        "everything is in flight, yet the next is due at once: {next:?}"
+    );
+    // Everything is in flight: the next due is the first lease's end.
+    assert!(next + Duration::from_millis(1) >= before + lease - Duration::from_secs(5));
+    assert!(next <= SystemTime::now() + lease);
+    for c in first.into_iter().chain(cut).chain(last) {
+        let delivered = c
+            .recipients
+            .iter()
+            .map(|r| (r.idx, Outcome::Delivered("250 ok".into())))
+            .collect();
+        q.finish(&c.id, delivered, None).await.unwrap();
+    }
+    let claim = q
+        .claim_due("transactional", 10.into(), lease)
+        .await
+        .unwrap();
+    assert!(
+        claim.messages.is_empty() && claim.rest == Rest::NextDue(None),
+        "an empty queue: nothing taken, nothing waits: {claim:?}"
+    );
 }
