@@ -5,15 +5,17 @@
 #   bench/run.sh            full run (3 repetitions), writes docs/BENCHMARKS.md
 #   bench/run.sh --quick    smoke test: few messages, 1 repetition, checks
 #                           counts, writes nothing outside a temp folder
-#   bench/run.sh --profile perf|callgrind [--only 4k-persist]
+#   bench/run.sh --profile perf|callgrind|syscalls [--only 4k-persist]
 #                           one postmark-relay run of the 20-session 4 KiB
 #                           scenario (a connection per message, or kept with
 #                           --only 4k-persist) under `perf record -e cpu-clock`
 #                           (20,000 messages, flat profile per thread; needs
 #                           linux-perf) or valgrind's callgrind (1,000
-#                           messages, inclusive costs); prints the hot spots
+#                           messages, inclusive costs), or counts its system
+#                           calls (`perf stat -e 'syscalls:sys_enter_*'`,
+#                           20,000 messages); prints the hot spots
 #   options: --reps N  --no-doc  --keep (keep the temp folder)
-#            --only 4k|4k-persist|100k|4k-wan10|kill9|idle|backlog|pg-1|pg-2
+#            --only 4k|4k-persist|100k|4k-wan10|kill9|idle|backlog|pg-1|pg-2|floor
 #                   (one scenario, no doc; 4k is a connection per message,
 #                   4k-persist 20 connections kept for all their messages)
 #
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --only) ONLY=$2 WRITE_DOC=0; shift ;;
         --profile) PROFILE=$2 WRITE_DOC=0; shift ;;
-        *) echo "usage: bench/run.sh [--quick] [--reps N] [--no-doc] [--keep] [--only SCENARIO] [--profile perf|callgrind]" >&2; exit 64 ;;
+        *) echo "usage: bench/run.sh [--quick] [--reps N] [--no-doc] [--keep] [--only SCENARIO] [--profile perf|callgrind|syscalls]" >&2; exit 64 ;;
     esac
     shift
 done
@@ -310,6 +312,10 @@ run_one() {
         perf record -e cpu-clock -F 1999 ${BENCH_PERF_ARGS:-} -p "$RELAY_PID" -o "$WORK/perf.data" 2>>"$WORK/perf.log" &
         PERF_PID=$!
         sleep 0.5
+    elif [ "$PROFILE" = syscalls ]; then
+        perf stat -e 'syscalls:sys_enter_*' -p "$RELAY_PID" -o "$WORK/syscalls.txt" 2>>"$WORK/perf.log" &
+        PERF_PID=$!
+        sleep 0.5
     fi
     # -d: each session keeps its connection for all its messages.
     local persist=()
@@ -472,6 +478,36 @@ run_shared() { # SCENARIO REP N REPLICAS
     say "$label: $n msgs over $replicas replica(s), ingest $ingest msg/s, end-to-end $e2e msg/s, relay cpu $relay_us µs/msg, PostgreSQL cpu $pg_us µs/msg, $commits commits/msg"
 }
 
+# ---------------------------------------------------------------- floor
+# What the network half alone costs on this machine: the same smtp-source
+# load sent straight to Postfix's smtp-sink, a small C event loop that
+# answers and discards (no relay, no disk, no TLS). The sink's CPU per
+# message is what receiving costs a lean program; smtp-source's is what
+# sending costs one. A relay does both for every message, and stores it.
+floor() { # SCENARIO N
+    REC=$RESULTS
+    local scen=$1 n=$2 port user=() persist=() cpu0 cpu1 rest times pid
+    port=$("$TOOLS/bench-proc" ports 1)
+    [ "$(id -u)" = 0 ] && user=(-u nobody) # smtp-sink drops root
+    smtp-sink "${user[@]}" "127.0.0.1:$port" 1000 2>>"$WORK/smtp-sink.log" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_listen "$port" "$pid"
+    [ "$scen" = 4k-persist ] && persist=(-d)
+    read -r cpu0 rest < <("$TOOLS/bench-proc" snap "$pid")
+    times=$( { TIMEFORMAT='%U %S'; time smtp-source "${persist[@]}" -s $SESSIONS -m "$n" -l 4096 \
+        -f a@example.com -t b@example.net "127.0.0.1:$port" 2>"$WORK/floor.err"; } 2>&1 ) \
+        || die "floor $scen: smtp-source failed: $(head -3 "$WORK/floor.err")"
+    read -r cpu1 rest < <("$TOOLS/bench-proc" snap "$pid")
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+    local sink_us source_us
+    sink_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
+    source_us=$(echo "$times" | awk -v n="$n" '{ printf "%.0f", ($1 + $2) * 1e6 / n }')
+    record floor "$scen" sink_cpu_us_per_msg "$sink_us"
+    record floor "$scen" source_cpu_us_per_msg "$source_us"
+    say "floor $scen: smtp-sink receiving $sink_us µs/msg, smtp-source sending $source_us µs/msg ($n msgs)"
+}
+
 # ---------------------------------------------------------------- extras
 idle_rss() {
     REC=$RESULTS
@@ -598,7 +634,14 @@ if [ -n "$PROFILE" ]; then
             callgrind_annotate --inclusive=yes "$WORK/callgrind.out" 2>/dev/null | head -60
             callgrind_annotate "$WORK/callgrind.out" 2>/dev/null | head -50
             ;;
-        *) die "--profile takes perf or callgrind" ;;
+        syscalls)
+            command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
+            run_one postmark-relay "${ONLY:-4k}" 1 $((4 * N_SMALL)) 4096 0 0
+            awk -v n=$((4 * N_SMALL)) '$2 ~ /^syscalls:sys_enter_/ && $1 + 0 > 0 {
+                    gsub(/,/, "", $1); sub(/syscalls:sys_enter_/, "", $2)
+                    printf "%10d  %6.2f per message  %s\n", $1, $1 / n, $2 }' "$WORK/syscalls.txt" | sort -rn | head -25
+            ;;
+        *) die "--profile takes perf, callgrind or syscalls" ;;
     esac
     say "profile data in $WORK (use --keep to keep it)"
     exit 0
@@ -618,6 +661,12 @@ for rep in $(seq "$REPS"); do
         want 4k-wan10 && attempt "$relay" 4k-wan10 "$rep" "$N_WAN" 4096 "$WAN_DELAY_MS" 0
     done
 done
+if want floor; then
+    for rep in $(seq "$REPS"); do
+        floor 4k-persist "$N_PERSIST"
+        floor 4k "$N_SMALL"
+    done
+fi
 for rep in $(seq "$REPS"); do
     want pg-1 && run_shared pg-1 "$rep" "$N_SMALL" 1
     want pg-2 && run_shared pg-2 "$rep" "$N_SMALL" 2
@@ -645,6 +694,12 @@ table() {
             b=$(median postfix $scen $metric)
             [ "$a" = - ] && [ "$b" = - ] && continue
             echo "| $scen | $metric | $a | $b | $(ratio "$a" "$b") |"
+        done
+    done
+    for scen in 4k-persist 4k; do
+        for metric in sink_cpu_us_per_msg source_cpu_us_per_msg; do
+            a=$(median floor $scen $metric)
+            [ "$a" = - ] || echo "| $scen floor (smtp-source → smtp-sink, no relay) | $metric | $a | | |"
         done
     done
     for scen in pg-1 pg-2; do
@@ -693,8 +748,15 @@ targets() {
     local cpu_conn cpu_persist
     cpu_conn=$(median postmark-relay 4k cpu_s_per_1000 | awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 * 1000 }')
     cpu_persist=$(median postmark-relay 4k-persist cpu_s_per_1000 | awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 * 1000 }')
-    [ "$cpu_persist" = - ] || echo "| CPU ≤ 100 µs per message, persistent sessions (4k-persist) | $cpu_persist µs | $(verdict "$cpu_persist <= 100") |"
-    [ "$cpu_conn" = - ] || echo "| CPU ≤ 200 µs per message, a connection per message (4k) | $cpu_conn µs | $(verdict "$cpu_conn <= 200") |"
+    # The floor: what receiving alone (smtp-sink) and sending alone
+    # (smtp-source) cost lean C programs on the same load and machine.
+    # The relay's upstream connections are kept in both scenarios, so
+    # sending is the persistent figure in both.
+    local send_alone
+    send_alone=$(median floor 4k-persist source_cpu_us_per_msg)
+    floor_of() { echo "floor: receiving alone $(median floor "$1" sink_cpu_us_per_msg) + sending alone $send_alone µs"; }
+    [ "$cpu_persist" = - ] || echo "| CPU ≤ 100 µs per message, persistent sessions (4k-persist) | $cpu_persist µs ($(floor_of 4k-persist)) | $(verdict "$cpu_persist <= 100") |"
+    [ "$cpu_conn" = - ] || echo "| CPU ≤ 200 µs per message, a connection per message (4k) | $cpu_conn µs ($(floor_of 4k)) | $(verdict "$cpu_conn <= 200") |"
     echo "| ingest p99 ≤ 20 ms | $p99 ms | $(verdict "$p99 <= 20") |"
     echo "| idle RSS ≤ 15 MB | $idle MB | $(verdict "$idle <= 15") |"
     echo "| RSS during the 20-session run ≤ 60 MB | $rss MB (4 KiB); $(median postmark-relay 100k peak_rss_mb) MB (100 KiB) | $(verdict "$rss <= 60") |"
@@ -786,6 +848,15 @@ $TABLE
   every backend) per message; **commits_per_msg**: committed transactions in
   the relay's database (\`pg_stat_database.xact_commit\`) per message. Relays,
   PostgreSQL, smtp-source and the sink share the same 2 cores.
+- **floor (no relay)**: the 4k-persist and 4k loads sent by the same
+  smtp-source straight to Postfix's \`smtp-sink\` (a small C event loop
+  that answers every command and discards the mail: no relay, no disk).
+  **sink_cpu_us_per_msg**: smtp-sink's CPU per message, what receiving
+  alone costs a lean program; **source_cpu_us_per_msg**: smtp-source's
+  (bash \`time\`), what sending alone costs one. A relay does both for
+  every message (receives it from the app, sends it upstream) and stores
+  it durably in between, so their sum is a floor under the relay's
+  cpu_s_per_1000 on this machine.
 - **kill -9 at 10 ms**: N = $N_WAN messages accepted over the 10 ms link,
   postmark-relay killed with \`kill -9\` once a third reached the sink, then
   started again on the same queue; every message must arrive.

@@ -3,13 +3,19 @@
 //! [`relay_daemon::run`].
 
 use anyhow::Context;
-use relay_config::Loaded;
+use relay_config::{Loaded, QueueBackend};
 use relay_daemon::Control;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(loaded: Loaded) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chosen = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    if let Some(n) = worker_threads(&loaded.config.queue.backend, cpus, chosen) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -19,6 +25,20 @@ pub fn run(loaded: Loaded) -> anyhow::Result<()> {
         relay_daemon::run(loaded, control).await?;
         Ok(())
     })
+}
+
+/// How many threads run the async tasks on `cpus` CPUs (`None`: tokio's
+/// default, one per CPU). With the embedded queue, one fewer than the
+/// CPUs, at least one: the queue's writer thread is busy whenever they
+/// are, and a thread more than there are CPUs only adds context switches
+/// (a fifth of the CPU per message with a connection per message:
+/// docs/BENCHMARKS.md, "Lean"). The shared queue has no writer thread.
+/// `TOKIO_WORKER_THREADS` in the environment (`chosen`) overrides both.
+fn worker_threads(backend: &QueueBackend, cpus: usize, chosen: bool) -> Option<usize> {
+    match backend {
+        QueueBackend::Sqlite if !chosen => Some(cpus.saturating_sub(1).max(1)),
+        _ => None,
+    }
 }
 
 /// SIGHUP → reload; SIGTERM or SIGINT → shutdown (then stops listening).
@@ -50,4 +70,18 @@ async fn forward_signals(control: Control) {
         }
     }
     control.shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_queue_leaves_a_cpu_to_its_writer_thread() {
+        assert_eq!(worker_threads(&QueueBackend::Sqlite, 8, false), Some(7));
+        assert_eq!(worker_threads(&QueueBackend::Sqlite, 2, false), Some(1));
+        assert_eq!(worker_threads(&QueueBackend::Sqlite, 1, false), Some(1));
+        assert_eq!(worker_threads(&QueueBackend::Postgres, 8, false), None);
+        assert_eq!(worker_threads(&QueueBackend::Sqlite, 8, true), None);
+    }
 }

@@ -106,11 +106,14 @@ pub fn claim(
     for id in ids {
         // Due again exactly when the lease would run out: the due index
         // alone then skips the messages in flight (see the crate docs).
+        // (`UPDATE … RETURNING` instead of the two statements measured
+        // 23,000 more instructions per message: SQLite runs a RETURNING
+        // clause through a temporary table.)
         conn.prepare_cached(
             "UPDATE messages SET lease_until = ?2, next_attempt_at = ?2 WHERE id = ?1",
         )?
         .execute(params![id, lease_until])?;
-        claimed.push(load(conn, &id)?);
+        claimed.push(load(conn, id)?);
     }
     let rest = if full {
         Rest::MoreDue
@@ -125,14 +128,15 @@ pub fn claim(
     })
 }
 
-fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
+/// Message `id` as a claim hands it out, with its pending recipients.
+fn load(conn: &Connection, id: String) -> Result<Claimed, QueueError> {
     let mut claimed = conn
         .prepare_cached(
             "SELECT received_at, sender, upstream, stream, head, chunks, data, attempts, eight_bit FROM messages WHERE id = ?1",
         )?
         .query_row(params![id], |r| {
             Ok(Claimed {
-                id: id.to_string(),
+                id: String::new(),
                 received_at: from_millis(r.get(0)?),
                 sender: r.get(1)?,
                 recipients: Vec::new(),
@@ -158,6 +162,7 @@ fn load(conn: &Connection, id: &str) -> Result<Claimed, QueueError> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    claimed.id = id;
     Ok(claimed)
 }
 
@@ -169,9 +174,9 @@ pub fn finish(
     policy: &RetryPolicy,
     now: SystemTime,
 ) -> Result<Finished, QueueError> {
-    let (received_at, attempts): (i64, u32) = conn
-        .prepare_cached("SELECT received_at, attempts FROM messages WHERE id = ?1")?
-        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let (received_at, attempts, chunks): (i64, u32, u32) = conn
+        .prepare_cached("SELECT received_at, attempts, chunks FROM messages WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
         .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
     let mut set_rcpt = conn.prepare_cached(
@@ -193,7 +198,7 @@ pub fn finish(
         .map(str::to_string)
         .or_else(|| first_problem(outcomes));
     let give_up_at = from_millis(received_at) + policy.give_up_after;
-    let mut pending = count(conn, id, "pending")?;
+    let (mut pending, mut failed) = counts(conn, id)?;
     let expired = pending > 0 && now >= give_up_at;
     if expired {
         let reply = policy.gave_up(last_error.as_deref());
@@ -201,7 +206,7 @@ pub fn finish(
             "UPDATE recipients SET state = 'failed', reply = ?2 WHERE message_id = ?1 AND state = 'pending'",
         )?
         .execute(params![id, reply])?;
-        pending = 0;
+        (failed, pending) = (failed + pending, 0);
     }
     if pending > 0 {
         let next = now + policy.delay_after(attempts);
@@ -211,7 +216,7 @@ pub fn finish(
         )?
         .execute(params![id, attempts, millis(next), last_error])?;
         Ok(Finished::Deferred(next))
-    } else if count(conn, id, "failed")? > 0 {
+    } else if failed > 0 {
         conn.prepare_cached(
             "UPDATE messages SET state = 'failed', attempts = ?2, next_attempt_at = NULL,
                  lease_until = NULL, last_error = ?3 WHERE id = ?1",
@@ -226,7 +231,7 @@ pub fn finish(
         if policy.keep_history {
             archive(conn, id, attempts, now)?;
         }
-        delete(conn, id)?;
+        remove(conn, id, chunks > 0)?;
         Ok(Finished::Delivered)
     }
 }
@@ -296,16 +301,29 @@ pub(crate) fn first_problem(outcomes: &[(i64, Outcome)]) -> Option<String> {
     })
 }
 
-fn count(conn: &Connection, id: &str, state: &str) -> Result<i64, QueueError> {
+/// How many of message `id`'s recipients are pending and failed.
+fn counts(conn: &Connection, id: &str) -> Result<(i64, i64), QueueError> {
     Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM recipients WHERE message_id = ?1 AND state = ?2")?
-        .query_row(params![id, state], |r| r.get(0))?)
+        .prepare_cached(
+            "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'failed')
+             FROM recipients WHERE message_id = ?1",
+        )?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
+/// Removes message `id` with its recipients and body chunks.
 pub fn delete(conn: &Connection, id: &str) -> Result<(), QueueError> {
+    remove(conn, id, true)
+}
+
+/// Removes message `id` and its recipients, and its body chunks if it
+/// has any (`chunked`: a message stored whole has none to look for).
+fn remove(conn: &Connection, id: &str, chunked: bool) -> Result<(), QueueError> {
     conn.prepare_cached("DELETE FROM recipients WHERE message_id = ?1")?
         .execute(params![id])?;
-    discard(conn, id)?;
+    if chunked {
+        discard(conn, id)?;
+    }
     conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?
         .execute(params![id])?;
     Ok(())
