@@ -64,6 +64,7 @@ WAN_DELAY_MS=10
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf '\n[bench] FAILED: %s\n\n' "$*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
+us_per_msg() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }'; } # CPU_S0 CPU_S1 N
 
 # ---------------------------------------------------------------- packages
 ensure_packages() {
@@ -337,7 +338,7 @@ run_one() {
     record "$relay" "$scen" ingest_msgs_s "$ingest"
     record "$relay" "$scen" e2e_msgs_s "$e2e"
     record "$relay" "$scen" cpu_s_per_1000 "$cpu_k"
-    record "$relay" "$scen" upstream_cpu_us_per_msg "$(awk -v a="$sink0" -v b="$sink1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')"
+    record "$relay" "$scen" upstream_cpu_us_per_msg "$(us_per_msg "$sink0" "$sink1" "$n")"
     record "$relay" "$scen" upstream_logins "$auths"
     local lat=''
     if [ "$latency" = 1 ]; then
@@ -467,8 +468,8 @@ run_shared() { # SCENARIO REP N REPLICAS
     local ingest e2e relay_us pg_us commits
     ingest=$(awk -v n="$n" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
     e2e=$(awk -v n="$n" -v ms=$((last - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
-    relay_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
-    pg_us=$(awk -v a="$pg0" -v b="$pg1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
+    relay_us=$(us_per_msg "$cpu0" "$cpu1" "$n")
+    pg_us=$(us_per_msg "$pg0" "$pg1" "$n")
     commits=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
     record postmark-relay "$scen" ingest_msgs_s "$ingest"
     record postmark-relay "$scen" e2e_msgs_s "$e2e"
@@ -504,8 +505,8 @@ floor() { # SCENARIO N
     read -r cpu1 rest < <("$TOOLS/bench-proc" snap "$pid")
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
     local sink_us source_us
-    sink_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$n" 'BEGIN { printf "%.0f", (b - a) * 1e6 / n }')
-    source_us=$(echo "$times" | awk -v n="$n" '{ printf "%.0f", ($1 + $2) * 1e6 / n }')
+    sink_us=$(us_per_msg "$cpu0" "$cpu1" "$n")
+    source_us=$(us_per_msg 0 "$(echo "$times" | awk '{ print $1 + $2 }')" "$n")
     record floor "$scen" sink_cpu_us_per_msg "$sink_us"
     record floor "$scen" source_cpu_us_per_msg "$source_us"
     say "floor $scen: smtp-sink receiving $sink_us µs/msg, smtp-source sending $source_us µs/msg ($n msgs)"

@@ -76,11 +76,10 @@ enum Streamed {
 
 /// How a delivery round ended, for the worker's loop.
 enum Round {
-    /// Go on with the next claim.
-    Done,
-    /// Delivered, and the last claim took everything due: wait for a
-    /// wake-up (or the next due time it reported) before claiming again.
-    Drained(Option<SystemTime>),
+    /// Over, and the last claim's [`Rest`] says what next: `MoreDue`,
+    /// claim again at once; `NextDue`, it took everything due, so wait for
+    /// a wake-up (or the next due time it reported) before claiming again.
+    Over(Rest),
     /// The upstream could not be reached: wait before the next attempt.
     Unreachable,
 }
@@ -132,13 +131,13 @@ impl<Q: Queue> Worker<Q> {
             if !claim.messages.is_empty() {
                 while recording.try_join_next().is_some() {}
                 match self.deliver(claim, &mut slot, &mut recording).await {
-                    Round::Done => {
+                    Round::Over(Rest::MoreDue) => {
                         backoff.reset();
                         continue;
                     }
                     // Nothing more was due a moment ago: wait as when a
                     // claim finds nothing, instead of claiming again.
-                    Round::Drained(due) => {
+                    Round::Over(Rest::NextDue(due)) => {
                         backoff.reset();
                         next_due = due;
                     }
@@ -198,7 +197,7 @@ impl<Q: Queue> Worker<Q> {
                     Err(ConnectError::Credentials(reason)) => {
                         self.credentials_refused(&reason);
                         recorder.release(due.make_contiguous()).await;
-                        return Round::Done;
+                        return Round::Over(Rest::MoreDue);
                     }
                     Err(ConnectError::Transient(reason)) => {
                         tracing::warn!(upstream = %self.upstream.name, error = %reason, "Cannot reach the upstream.");
@@ -229,16 +228,13 @@ impl<Q: Queue> Worker<Q> {
                         Some(pooled) if reusable => pooled.touch(),
                         _ => *slot = None,
                     }
-                    return match rest {
-                        Rest::MoreDue => Round::Done,
-                        Rest::NextDue(due) => Round::Drained(due),
-                    };
+                    return Round::Over(rest);
                 }
             }
         }
         // Unreachable: a fresh connection is never found stale.
         recorder.release(due.make_contiguous()).await;
-        Round::Done
+        Round::Over(Rest::MoreDue)
     }
 
     /// Relays `due` over `session`. When the last of them goes out, the

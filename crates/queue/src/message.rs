@@ -83,6 +83,15 @@ pub struct ClaimLimit {
     pub bytes: u64,
 }
 
+impl ClaimLimit {
+    /// Whether a claim that found `found` due messages and took `taken` of
+    /// them stopped at this limit, by count or by bytes, so that more may
+    /// be due ([`Rest::MoreDue`]); otherwise it took everything due.
+    pub fn stopped(&self, found: usize, taken: usize) -> bool {
+        found >= self.messages || taken < found
+    }
+}
+
 impl From<usize> for ClaimLimit {
     /// Up to `messages` messages of any size.
     fn from(messages: usize) -> ClaimLimit {

@@ -99,8 +99,7 @@ pub fn claim(
         })
         .map(|(_, (id, _))| id)
         .collect();
-    // Short: everything due was found and taken.
-    let full = found >= batch.messages || ids.len() < found;
+    let full = batch.stopped(found, ids.len());
     let lease_until = now_ms + lease.as_millis() as i64;
     let mut claimed = Vec::with_capacity(ids.len());
     for id in ids {

@@ -310,10 +310,10 @@ pub async fn claim(
     // Oldest due first, as the queue promises (RETURNING keeps no order).
     claimed.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.id.cmp(&y.id)));
     let claimed = claimed.into_iter().map(|(_, c)| c).collect();
-    // Short: everything due (and not being claimed by another replica)
-    // was found and taken.
-    let limit = i64::try_from(batch.messages).unwrap_or(i64::MAX);
-    let rest = if found >= limit || taking < found {
+    // Rows another replica is claiming right now are not found: they are
+    // its to take.
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    let rest = if batch.stopped(count(found), count(taking)) {
         Rest::MoreDue
     } else {
         Rest::NextDue(next_due.map(from_millis))
